@@ -1,0 +1,92 @@
+"""The papermill pipeline end to end on the tiny model: outputs, golden loss check, MLflow, resume."""
+import json
+import uuid
+
+import nbformat
+import pytest
+
+from llm_platform.core import read_json
+from llm_platform.pipeline import PipelineStepError, run_pipeline
+
+STEPS = ["01_data", "02_train", "03_evaluate", "04_merge"]
+
+
+def test_every_step_ran_and_kept_its_notebook(tiny_run):
+    run_dir = tiny_run["run_dir"]
+    assert tiny_run["steps_done"] == STEPS
+    for step in STEPS:
+        manifest = read_json(run_dir / step / "metrics.json")
+        assert manifest["status"] == "ok" and manifest["run_id"] == tiny_run["run_id"]
+        assert manifest["git_commit"] and manifest["config"] == "tiny"
+        nb = nbformat.read(run_dir / f"{step}.ipynb", as_version=4)
+        assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(run_dir)
+        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert (run_dir / "config.resolved.yaml").exists()
+
+
+def test_data_step_loses_nothing(tiny_run):
+    m = read_json(tiny_run["run_dir"] / "01_data" / "metrics.json")
+    c = m["metrics"]
+    assert c["read"] == c["train"] + c["val"] + c["rejected"] + c["skipped_by_max_records"] == 192
+    assert c["train"] > 0 and c["val"] > 0
+    assert list(m["inputs_sha256"].values())[0]        # the input file's hash is recorded
+
+
+def test_finetuning_lowers_heldout_loss(tiny_run):
+    "Golden check: the fine-tuned model's held-out loss is below the base model's."
+    m = read_json(tiny_run["run_dir"] / "03_evaluate" / "metrics.json")["metrics"]
+    assert m["tuned"]["loss"] < m["base"]["loss"] - 0.05, (m["base"]["loss"], m["tuned"]["loss"])
+    assert m["loss_improved"] is True
+    assert m["tuned"]["golden"]["total"] == 12
+
+
+def test_training_metrics_are_real(tiny_run):
+    m = read_json(tiny_run["run_dir"] / "02_train" / "metrics.json")["metrics"]
+    assert m["backend"] == "trl" and m["steps"] == 20
+    assert m["tokens_seen"] > 0 and m["tokens_per_second"] > 0
+    assert m["last_logged_loss"] < m["first_logged_loss"]
+    assert (tiny_run["run_dir"] / "02_train" / "loss_curve.png").stat().st_size > 1000
+
+
+def test_merged_model_is_servable_folder(tiny_run):
+    model_dir = tiny_run["run_dir"] / "04_merge" / "model"
+    assert str(model_dir) == tiny_run["model_dir"]
+    names = {p.name for p in model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
+
+
+def test_mlflow_has_params_metrics_and_notebooks(tiny_run):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run['runs_dir']}/mlflow.db")
+    run = client.get_run(tiny_run["mlflow_run_id"])
+    assert run.data.params["train.max_steps"] == "20"
+    assert run.data.tags["git_commit"] == tiny_run["git_commit"]
+    assert run.data.metrics["03_evaluate.tuned.loss"] < run.data.metrics["03_evaluate.base.loss"]
+    assert len(client.get_metric_history(run.info.run_id, "train.loss")) >= 2
+    notebooks = {a.path for a in client.list_artifacts(run.info.run_id, "notebooks")}
+    assert notebooks == {f"notebooks/{s}.ipynb" for s in STEPS}
+
+
+def test_failed_step_can_be_resumed(runs_dir, tmp_path):
+    "A step that fails stops the run with a resume command; after the cause is fixed, resume finishes it."
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text('{"prompt": "Is there dark mode?", "expected": "Dark"}\n{"prompt": broken\n')
+    run_id = f"resume-{uuid.uuid4().hex[:6]}"
+    overrides = [f"runs_dir={runs_dir}", "mlflow.enabled=false", "train.max_steps=2", f"evaluate.golden_path={golden}",
+                 "evaluate.require_improvement=false"]
+    with pytest.raises(PipelineStepError, match=f"resume with: llm-platform pipeline run --resume {run_id}") as e:
+        run_pipeline("configs/pipelines/tiny.yaml", overrides, run_id=run_id, progress=False)
+    assert "03_evaluate" in str(e.value) and "golden.jsonl:2" in str(e.value)
+    info = json.loads((runs_dir / run_id / "run.json").read_text())
+    assert info["steps_done"] == ["01_data", "02_train"] and info["failed_step"] == "03_evaluate"
+    trained_at = (runs_dir / run_id / "02_train" / "metrics.json").stat().st_mtime
+
+    golden.write_text('{"prompt": "Is there dark mode?", "expected": "Dark"}\n')
+    info = run_pipeline("configs/pipelines/tiny.yaml", run_id=run_id, resume=True, progress=False)
+    assert info["steps_done"] == STEPS and "failed_step" not in info
+    assert (runs_dir / run_id / "02_train" / "metrics.json").stat().st_mtime == trained_at   # not retrained
+
+
+def test_existing_run_id_is_not_overwritten(tiny_run):
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_pipeline("configs/pipelines/tiny.yaml", [f"runs_dir={tiny_run['runs_dir']}"], run_id=tiny_run["run_id"])

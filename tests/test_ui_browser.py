@@ -1,0 +1,64 @@
+"""The Gradio chat UI in headless Chromium (Playwright): type a message, see the model's reply.
+
+The UI talks to the real vLLM server over HTTP; the reply in the page must be exactly what
+the API returns for the same message (greedy decoding, same limits).
+"""
+import shutil
+import socket
+
+import pytest
+from openai import OpenAI
+
+from llm_platform.config import load_config
+from llm_platform.ui.chat import launch_chat_ui
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+QUESTION = "How do I export my notes?"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chat_ui(vllm_server):
+    cfg = load_config("configs/pipelines/tiny.yaml").ui.model_copy(update={"port": _free_port()})
+    app, url = launch_chat_ui(vllm_server.base_url, vllm_server.served_model_name, cfg, block=False)
+    yield url, cfg
+    app.close()
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM),
+                    reason="Chromium not installed (make system-deps)")
+def test_chat_in_browser_shows_model_reply(chat_ui, vllm_server):
+    from playwright.sync_api import expect, sync_playwright
+    url, cfg = chat_ui
+    expected = OpenAI(base_url=vllm_server.base_url, api_key="none").chat.completions.create(
+        model=vllm_server.served_model_name, messages=[{"role": "user", "content": QUESTION}],
+        temperature=cfg.temperature, max_tokens=cfg.max_tokens).choices[0].message.content
+    assert expected.strip(), "the API itself returned an empty reply"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        box = page.get_by_role("textbox").first
+        expect(box).to_be_visible(timeout=30_000)
+        box.fill(QUESTION)
+        box.press("Enter")
+        bot = page.locator(".message.bot, [data-testid='bot']").last
+        expect(bot).to_be_visible(timeout=60_000)
+        page.wait_for_function(
+            "(n) => { const m = document.querySelectorAll(\".message.bot, [data-testid='bot']\");"
+            " return m.length && m[m.length - 1].innerText.trim().length >= n; }",
+            arg=len(expected.strip()) // 2, timeout=60_000)
+        page.wait_for_timeout(1000)   # let the stream finish
+        shown = bot.inner_text().strip()
+        user = page.locator(".message.user, [data-testid='user']").last.inner_text().strip()
+        page.screenshot(path=str(vllm_server.log_path.parent / "chat_ui.png"))
+        browser.close()
+    assert QUESTION in user
+    assert " ".join(shown.split()) == " ".join(expected.split()), (shown, expected)
