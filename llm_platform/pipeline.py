@@ -133,7 +133,7 @@ def run_pipeline(config_path: str | Path,                # pipeline YAML
             log.info("step %s already done in %s: skipped", step, run_id)
             continue
         src, dst = root / "pipelines" / f"{step}.ipynb", run_dir / f"{step}.ipynb"
-        log.info("step %s: %s -> %s", step, src.relative_to(root), dst.relative_to(root))
+        log.info("step %s: %s -> %s", step, src, dst)
         t0 = time.time()
         try:
             pm.execute_notebook(str(src), str(dst), cwd=str(root), kernel_name=cfg.kernel_name, progress_bar=progress,
