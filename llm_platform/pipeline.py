@@ -101,7 +101,8 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
         return run.info.run_id
 
 def run_pipeline(config_path: str | Path,                # pipeline YAML
-                 overrides: list[str] | None = None,     # dotted overrides, e.g. ["train.max_steps=5"]
+                 overrides: list[str] | None = None,     # dotted overrides, e.g. ["train.max_steps=5"]; on resume
+                                                         # they only locate runs_dir: the run keeps its own
                  run_id: str | None = None,              # default: a new id
                  resume: bool = False,                   # skip steps that finished in run_id
                  progress: bool = True,                  # papermill's cell progress bar

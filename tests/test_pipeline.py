@@ -82,7 +82,8 @@ def test_failed_step_can_be_resumed(runs_dir, tmp_path):
     trained_at = (runs_dir / run_id / "02_train" / "metrics.json").stat().st_mtime
 
     golden.write_text('{"prompt": "Is there dark mode?", "expected": "Dark"}\n')
-    info = run_pipeline("configs/pipelines/tiny.yaml", run_id=run_id, resume=True, progress=False)
+    info = run_pipeline("configs/pipelines/tiny.yaml", [f"runs_dir={runs_dir}"], run_id=run_id, resume=True,
+                        progress=False)
     assert info["steps_done"] == STEPS and "failed_step" not in info
     assert (runs_dir / run_id / "02_train" / "metrics.json").stat().st_mtime == trained_at   # not retrained
 
