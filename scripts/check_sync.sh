@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Fails when llm_platform/ is not what nbs/ exports, or when notebooks carry output/metadata
 # that nbdev_clean strips. Works on a clean clone (CI) and on a dirty working tree alike:
-# it compares the tree before and after `nbdev_export` + `nbdev_clean`.
+# it compares every file's hash before and after `nbdev_export` + `nbdev_clean`.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 paths=(llm_platform nbs pipelines)
-snapshot() { { git status --porcelain --untracked-files=all -- "${paths[@]}"; git diff -- "${paths[@]}"; \
-               git ls-files --others --exclude-standard -z -- "${paths[@]}" | xargs -0 -r sha256sum; } | sha256sum; }
+snapshot() { git ls-files -co --exclude-standard -- "${paths[@]}" | sort | xargs -r sha256sum 2>/dev/null || true; }
 before=$(snapshot)
 nbdev_export
 nbdev_clean
 nbdev_clean --fname pipelines
 after=$(snapshot)
 status=0
-if [ "$before" != "$after" ]; then
-  echo "ERROR: llm_platform/ or the notebooks changed when exported and cleaned:"
-  git status --short -- "${paths[@]}"
+changed=$(diff <(echo "$before") <(echo "$after") | sed -n 's/^[<>] [0-9a-f]*  //p' | sort -u || true)
+if [ -n "$changed" ]; then
+  echo "ERROR: exporting and cleaning the notebooks changed these files:"
+  echo "$changed" | sed 's/^/  /'
   echo "llm_platform/ is generated from nbs/: edit the notebook, then run 'make export' and commit nbs/ and llm_platform/ together."
   status=1
 fi
