@@ -104,7 +104,8 @@ def pipeline_show(run_id: str):
     Console().print(table)
 
 # %% ../nbs/91_cli.ipynb #42238463
-def _model_from(model: Optional[str], run: Optional[str]) -> str:
+def _model_from(model: Optional[str], run: Optional[str]) -> tuple[str, Optional[str]]:
+    "(model folder, served name): a run's model is served under its run id, so every answer names its run."
     if bool(model) == bool(run):
         raise ValueError("give exactly one of --model DIR or --run RUN_ID")
     if run:
@@ -112,8 +113,18 @@ def _model_from(model: Optional[str], run: Optional[str]) -> str:
         info = find_run(run)
         if "model_dir" not in info:
             raise ValueError(f"run {run} has no merged model (04_merge did not finish)")
-        return info["model_dir"]
-    return model
+        return info["model_dir"], run
+    return model, None
+
+def _stop_on_sigterm() -> None:
+    "Turn SIGTERM (docker stop, kill, a supervisor) into KeyboardInterrupt so servers are stopped cleanly."
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # started in the background by a shell
+        signal.signal(signal.SIGINT, handler)
 
 @app.command()
 def serve(model: Optional[str] = typer.Option(None, help="model folder (or hub id on a GPU host)"),
@@ -124,7 +135,11 @@ def serve(model: Optional[str] = typer.Option(None, help="model folder (or hub i
     from llm_platform.serve.vllm_server import VLLMServer
     try:
         cfg = load_config(config, overrides, kind=ServingConfig)
-        server = VLLMServer(_model_from(model, run), cfg)
+        model_dir, name = _model_from(model, run)
+        if name and not cfg.served_model_name:
+            cfg = cfg.model_copy(update={"served_model_name": name})
+        server = VLLMServer(model_dir, cfg)
+        _stop_on_sigterm()
         server.start().wait_healthy()
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError, TimeoutError) as e:
         _fail(e)
@@ -166,7 +181,9 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
     try:
         info = find_run(run) if run else run_pipeline(config, overrides)
         cfg = load_config(info["config_path"], info["overrides"])
-        server = VLLMServer(info["model_dir"], cfg.serving)
+        serving = cfg.serving.model_copy(update={"served_model_name": cfg.serving.served_model_name or info["run_id"]})
+        server = VLLMServer(info["model_dir"], serving)
+        _stop_on_sigterm()
         server.start().wait_healthy()
     except (ConfigError, PipelineStepError, FileNotFoundError, ValueError, RuntimeError, TimeoutError, KeyError) as e:
         _fail(e)
@@ -183,3 +200,4 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
         pass
     finally:
         server.stop()
+        console.print("demo stopped")

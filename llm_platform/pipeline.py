@@ -5,6 +5,7 @@
 # %% ../nbs/90_pipeline.ipynb #9d93a226
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +141,8 @@ def run_pipeline(config_path: str | Path,                # pipeline YAML
             pm.execute_notebook(str(src), str(dst), cwd=str(root), kernel_name=cfg.kernel_name, progress_bar=progress,
                                 parameters={"config_path": str(info["config_path"]), "overrides": info["overrides"],
                                             "run_dir": str(run_dir)},
-                                execution_timeout=cfg.step_timeout_s, log_output=False)
+                                execution_timeout=cfg.step_timeout_s, log_output=False,
+                                stderr_file=sys.stderr if progress else None)   # the steps' log lines
         except Exception as e:  # papermill raises PapermillExecutionError, or a kernel/timeout error
             info["failed_step"] = step; write_json(info_path, info)
             why = f"{e.ename}: {e.evalue}" if hasattr(e, "evalue") else f"{type(e).__name__}: {str(e).strip()[-1500:]}"

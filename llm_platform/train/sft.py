@@ -16,7 +16,7 @@ from ..core import get_logger, seed_everything, set_torch_threads
 log = get_logger("train")
 
 # %% auto #0
-__all__ = ['log', 'select_backend', 'load_for_training', 'train_lora', 'plot_loss_curve']
+__all__ = ['log', 'select_backend', 'load_for_training', 'progress_callback', 'train_lora', 'plot_loss_curve']
 
 # %% ../../nbs/20_train_sft.ipynb #86775723
 def select_backend(setting: str = "auto", # TrainConfig.unsloth: auto | never | always
@@ -56,6 +56,27 @@ def load_for_training(model_path: Path, cfg: TrainConfig, backend: str, max_leng
     return get_peft_model(model, peft_cfg), tok
 
 # %% ../../nbs/20_train_sft.ipynb #2fa79425
+def progress_callback():
+    "A `TrainerCallback` that logs step, loss, real tokens/s and ETA at each logging step."
+    from transformers import TrainerCallback
+
+    class ProgressLog(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+            log.info("training %d steps", state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs or not state.max_steps:
+                return
+            elapsed = time.perf_counter() - self.t0
+            done = state.global_step / state.max_steps
+            eta = elapsed / done * (1 - done) if done else float("nan")
+            log.info("step %d/%d (%3.0f%%) loss %.4f | %.0f tokens/s | %.0f s elapsed, ~%.0f s left",
+                     state.global_step, state.max_steps, 100 * done, logs["loss"],
+                     state.num_input_tokens_seen / max(elapsed, 1e-9), elapsed, eta)
+    return ProgressLog()
+
+# %% ../../nbs/20_train_sft.ipynb #c1b456e4
 def train_lora(cfg: TrainConfig,          # the train section of a pipeline config
                model_path: Path,          # base model folder (see `llm_platform.models.prepare_model`)
                train_rows: list[dict],    # tokenized rows: input_ids, attention_mask, labels
@@ -83,9 +104,10 @@ def train_lora(cfg: TrainConfig,          # the train section of a pipeline conf
         seed=cfg.seed, max_length=max_length, packing=False, save_strategy="no", report_to=[],
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda,
         gradient_checkpointing=False, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
-        disable_tqdm=False)
+        disable_tqdm=True)
     dataset = Dataset.from_list(train_rows)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                         callbacks=[progress_callback()])
     t0 = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - t0
