@@ -99,7 +99,7 @@ def main():
         rows[f"vLLM server, {args.clients} concurrent clients"] = bench_vllm(server, chats, args.max_tokens, args.clients)
         rows["vLLM server, 1 client"] = bench_vllm(server, chats[: max(4, len(chats) // 4)], args.max_tokens, 1)
     base = rows["transformers, 1 prompt at a time"]["tok_per_s"]
-    print(f"\n| engine | output tokens | seconds | output tok/s | p50 latency s | ratio vs transformers 1-at-a-time |")
+    print("\n| engine | output tokens | seconds | output tok/s | p50 latency s | ratio vs transformers 1-at-a-time |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tok_per_s']:.1f} | {r['p50_s']:.2f} | "

@@ -77,6 +77,17 @@ def pipeline_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml")
                             title="pipeline"))
     print(info["run_id"])
 
+def _headline(step: str, m: dict) -> str:
+    "One line of a step's metrics for `pipeline show`."
+    if step == "01_data":
+        return f"train {m['train']} / val {m['val']} / rejected {m['rejected']}"
+    if step == "02_train":
+        return (f"loss {m['first_logged_loss']:.3f} -> {m['last_logged_loss']:.3f}, "
+                f"{m['tokens_per_second']} tok/s ({m['backend']})")
+    if step == "03_evaluate":
+        return f"held-out loss {m['base']['loss']:.3f} -> {m['tuned']['loss']:.3f}"
+    return m.get("model_dir", "")
+
 @pipeline_app.command("show")
 def pipeline_show(run_id: str):
     "Each step's status and headline metrics for a run."
@@ -94,13 +105,7 @@ def pipeline_show(run_id: str):
             table.add_row(step, "failed" if info.get("failed_step") == step else "not run", "-", "")
             continue
         m = read_json(path)
-        mm = m["metrics"]
-        headline = {"01_data": lambda: f"train {mm['train']} / val {mm['val']} / rejected {mm['rejected']}",
-                    "02_train": lambda: f"loss {mm['first_logged_loss']:.3f} -> {mm['last_logged_loss']:.3f}, "
-                                        f"{mm['tokens_per_second']} tok/s ({mm['backend']})",
-                    "03_evaluate": lambda: f"held-out loss {mm['base']['loss']:.3f} -> {mm['tuned']['loss']:.3f}",
-                    "04_merge": lambda: mm["model_dir"]}[step]()
-        table.add_row(step, m["status"], str(m["seconds"]), headline)
+        table.add_row(step, m["status"], str(m["seconds"]), _headline(step, m["metrics"]))
     Console().print(table)
 
 # %% ../nbs/91_cli.ipynb #42238463

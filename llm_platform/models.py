@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+from filelock import FileLock
+
 from .config import ModelConfig
 from .core import cache_dir, get_logger, sha256_file, write_json
 
@@ -48,12 +50,14 @@ def prepare_smollm2_tokenizer(cache: Path | None = None) -> Path:
     "Folder with the SmolLM2 tokenizer and chat template, extracted from the bundled GGUF."
     from transformers import AutoTokenizer
     out = (cache or cache_dir()) / "tokenizers" / "smollm2"
-    if (out / MARKER).exists():
-        return out
-    gguf = find_packaged_gguf(SMOLLM2_PACKAGE, SMOLLM2_GGUF)
-    tmp = out.with_name(out.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    return _finish(tmp, out, {"source": str(gguf), "kind": "tokenizer"})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):     # parallel test workers may ask at once
+        if (out / MARKER).exists():
+            return out
+        gguf = find_packaged_gguf(SMOLLM2_PACKAGE, SMOLLM2_GGUF)
+        tmp = out.with_name(out.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        return _finish(tmp, out, {"source": str(gguf), "kind": "tokenizer"})
 
 # %% ../nbs/02_models.ipynb #1123e676
 def convert_gguf(gguf: Path,          # the .gguf file
@@ -113,13 +117,14 @@ def prepare_model(cfg: ModelConfig,          # the model section of a config
             raise RuntimeError(f"model.path={cfg.path}: not in the local HF cache and the hub is unreachable "
                                f"({type(e).__name__}); download it where a hub is reachable, or use source: local") from e
     out = (cache or cache_dir()) / "models" / cfg.name
-    if (out / MARKER).exists() and not force:
-        log.info("model %s ready at %s", cfg.name, out)
-        return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    if cfg.source == "tiny":
-        return build_tiny_model(cfg, out, cache)
-    return convert_gguf(find_packaged_gguf(cfg.package, cfg.gguf_file), out, cfg.dtype)
+    with FileLock(str(out) + ".lock"):     # one builder at a time; the others then find it ready
+        if (out / MARKER).exists() and not force:
+            log.info("model %s ready at %s", cfg.name, out)
+            return out
+        if cfg.source == "tiny":
+            return build_tiny_model(cfg, out, cache)
+        return convert_gguf(find_packaged_gguf(cfg.package, cfg.gguf_file), out, cfg.dtype)
 
 def model_info(path: Path) -> dict:
     "What `prepare_model` recorded about a folder (empty for hub/local models)."

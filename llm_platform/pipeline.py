@@ -13,9 +13,18 @@ from typing import Any
 
 import yaml
 
-from .config import STEPS, PipelineConfig, dump_config, flatten, load_config
-from .core import find_project_root, get_logger, git_commit, new_run_id, read_json, resolve_path, \
-    seed_everything, sha256_file, write_json
+from .config import PipelineConfig, dump_config, flatten, load_config
+from llm_platform.core import (
+    find_project_root,
+    get_logger,
+    git_commit,
+    new_run_id,
+    read_json,
+    resolve_path,
+    seed_everything,
+    sha256_file,
+    write_json,
+)
 
 log = get_logger("pipeline")
 

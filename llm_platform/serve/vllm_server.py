@@ -88,7 +88,7 @@ class VLLMServer:
         "The OpenAI API base, e.g. http://127.0.0.1:8000/v1"
         return f"http://{self.cfg.host}:{self.cfg.port}/v1"
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         "Launch the server (returns at once; see `wait_healthy`)."
         if not port_is_free(self.cfg.host, self.cfg.port):
             raise RuntimeError(f"{self.cfg.host}:{self.cfg.port} is already in use; set serving.port to a free port")
@@ -107,7 +107,7 @@ class VLLMServer:
         except OSError:
             return ""
 
-    def wait_healthy(self, timeout: float | None = None) -> "VLLMServer":
+    def wait_healthy(self, timeout: float | None = None) -> VLLMServer:
         "Block until GET /health answers 200; raise with the log's tail if the server dies or times out."
         timeout = timeout or self.cfg.startup_timeout_s
         t0, last_note = time.monotonic(), 0.0
