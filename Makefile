@@ -39,7 +39,7 @@ demo: setup      ## convert SmolLM2, run the pipeline, serve with vLLM + Gradio,
 pipeline: setup  ## run the papermill pipeline only (CONFIG=configs/pipelines/demo.yaml)
 	$(BIN)/llm-platform pipeline run --config $(CONFIG)
 
-test: setup system-deps sync-check nbtest pytest   ## everything CI checks
+test: setup system-deps sync-check lint nbtest pytest   ## everything CI checks
 
 system-deps:     ## Chromium for the browser tests (Debian package; needs root or it says what to run)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
