@@ -5,6 +5,7 @@
 # %% ../nbs/91_cli.ipynb #0773154f
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,9 @@ app = typer.Typer(help="llm_platform: fine-tune and serve language models, from 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Base models: list presets, convert or build them.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="The papermill pipeline: data -> train -> evaluate -> merge.", no_args_is_help=True)
+data_app = typer.Typer(help="Chat data: validate, prepare (split + tokenize), synthesize.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 console = Console(stderr=True)
 
@@ -32,8 +35,8 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 # %% auto #0
-__all__ = ['app', 'models_app', 'pipeline_app', 'console', 'SetOpt', 'models_list', 'models_prepare', 'pipeline_run',
-           'pipeline_show', 'serve', 'ui', 'demo']
+__all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'console', 'SetOpt', 'models_list', 'models_prepare', 'data_validate',
+           'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'serve', 'ui', 'demo']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -61,6 +64,79 @@ def models_prepare(config: Path = typer.Argument(..., help="configs/models/<name
         _fail(e)
 
 # %% ../nbs/91_cli.ipynb #f5a0637d
+def _data_out(out: Optional[Path], what: str) -> Path:
+    from llm_platform.core import new_run_id
+    return out or resolve_path("runs") / new_run_id(f"data-{what}")
+
+def _print_summary(s: dict, out: Path) -> None:
+    table = Table("read", "valid", "rejected", "splits", "reasons")
+    table.add_row(str(s["read"]), str(s["valid"]), str(s["rejected"]), json.dumps(s["splits"]),
+                  ", ".join(f"{k}: {v}" for k, v in s["reject_reasons"].items()) or "-")
+    Console().print(table)
+    console.print(f"rejects: {out / 'rejects.jsonl'}\ndata card: {out / 'data_card.md'}")
+
+@data_app.command("validate")
+def data_validate(path: Path = typer.Argument(..., help="a .jsonl/.json/.csv/.parquet file or a saved datasets folder"),
+                  config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML for data.* settings"),
+                  overrides: Optional[list[str]] = SetOpt,
+                  out: Optional[Path] = typer.Option(None, help="output folder (default: runs/data-validate-<id>)")):
+    "Check a data file (schema, roles, duplicates, hooks) without templating; every reject names file and line."
+    from llm_platform.data.prepare import prepare_dataset
+    try:
+        cfg = load_config(config, [*(overrides or []), f"data.path={path}"]).data
+        out = _data_out(out, "validate")
+        s = prepare_dataset(cfg, None, out)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    _print_summary(s, out)
+
+@data_app.command("prepare")
+def data_prepare(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
+                 overrides: Optional[list[str]] = SetOpt,
+                 out: Optional[Path] = typer.Option(None, help="output folder (default: runs/data-prepare-<id>)")):
+    "Validate, split and tokenize the configured data with the configured model's chat template."
+    from transformers import AutoTokenizer
+
+    from llm_platform.data.prepare import prepare_dataset
+    from llm_platform.models import prepare_model
+    try:
+        cfg = load_config(config, overrides)
+        out = _data_out(out, "prepare")
+        s = prepare_dataset(cfg.data, AutoTokenizer.from_pretrained(prepare_model(cfg.model)), out)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    _print_summary(s, out)
+
+@data_app.command("synth")
+def data_synth(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML (data.* rules)"),
+               overrides: Optional[list[str]] = SetOpt,
+               instruct: int = typer.Option(0, help="conversations to generate by self-instruct (needs --api-base)"),
+               augment: int = typer.Option(0, help="conversations to derive from real ones by rules"),
+               api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
+               model: Optional[str] = typer.Option(None, help="served model name (default: the endpoint's first)"),
+               seed: int = typer.Option(0),
+               out: Optional[Path] = typer.Option(None, help="output folder (default: runs/data-synth-<id>)")):
+    "Synthesize conversations (self-instruct through a served model, rule-based augmentation), validated and deduplicated."
+    from llm_platform.data.synth import synthesize
+    try:
+        cfg = load_config(config, overrides).data
+        client = None
+        if api_base:
+            import os
+
+            from openai import OpenAI
+
+            from llm_platform.ui.chat import resolve_model_name
+            client = OpenAI(base_url=api_base, api_key=os.environ.get("LLM_PLATFORM_API_KEY") or "none")
+            model = resolve_model_name(client, model)
+        out = _data_out(out, "synth")
+        s = synthesize(cfg, out, client, model, instruct, augment, seed)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    console.print(f"generated {s['generated']}, kept {s['kept']}, rejected {s['rejected']} {s['reject_reasons']}\n"
+                  f"kept: {out / 'synth.jsonl'}")
+
+# %% ../nbs/91_cli.ipynb #42238463
 @pipeline_app.command("run")
 def pipeline_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
                  overrides: Optional[list[str]] = SetOpt,
@@ -80,7 +156,7 @@ def pipeline_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml")
 def _headline(step: str, m: dict) -> str:
     "One line of a step's metrics for `pipeline show`."
     if step == "01_data":
-        return f"train {m['train']} / val {m['val']} / rejected {m['rejected']}"
+        return " / ".join(f"{k} {v}" for k, v in m["splits"].items()) + f" / rejected {m['rejected']}"
     if step == "02_train":
         return (f"loss {m['first_logged_loss']:.3f} -> {m['last_logged_loss']:.3f}, "
                 f"{m['tokens_per_second']} tok/s ({m['backend']})")
@@ -108,7 +184,7 @@ def pipeline_show(run_id: str):
         table.add_row(step, m["status"], str(m["seconds"]), _headline(step, m["metrics"]))
     Console().print(table)
 
-# %% ../nbs/91_cli.ipynb #42238463
+# %% ../nbs/91_cli.ipynb #d6627f02
 def _model_from(model: Optional[str], run: Optional[str]) -> tuple[str, Optional[str]]:
     "(model folder, served name): a run's model is served under its run id, so every answer names its run."
     if bool(model) == bool(run):

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .core import find_project_root, resolve_path
 
 # %% auto #0
-__all__ = ['STEPS', 'CONFIG_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DataConfig', 'LoraSpec', 'TrainConfig',
-           'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig', 'MLflowConfig',
-           'PipelineConfig', 'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
+__all__ = ['STEPS', 'CONFIG_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig', 'LoraSpec',
+           'TrainConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig',
+           'MLflowConfig', 'PipelineConfig', 'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
 class Strict(BaseModel):
@@ -55,13 +55,49 @@ class ModelConfig(Strict):
             self.tiny = TinyModelSpec()
         return self
 
+class DedupConfig(Strict):
+    "Duplicate handling: exact copies and MinHash near-duplicates are rejected; looser matches share a split."
+    exact: bool = True                                  # reject exact copies (after Unicode/whitespace/case folding)
+    near_threshold: float | None = Field(0.9, gt=0, le=1)  # est. Jaccard at or above which a record is rejected; None: off
+    group_threshold: float | None = Field(0.6, gt=0, le=1)  # at or above: same split group as its match; None: off
+    num_perm: int = Field(64, gt=0)                     # MinHash permutations
+    bands: int = Field(16, gt=0)                        # LSH bands (num_perm must divide by it)
+    ngram: int = Field(5, gt=0)                         # word shingle size
+
+    @model_validator(mode="after")
+    def _bands(self):
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm={self.num_perm} must be a multiple of bands={self.bands}")
+        return self
+
 class DataConfig(Strict):
-    "The chat data a run trains and evaluates on (JSONL, one `{\"messages\": [...]}` per line)."
+    "The chat data a run trains and evaluates on, and the checks it must pass."
     path: str = "data/sample/chats.jsonl"
-    val_fraction: float = Field(0.15, gt=0, lt=1)   # share of conversations held out
+    format: Literal["jsonl", "json", "csv", "parquet", "hf"] | None = None  # default: from the file name
+    hf_split: str | None = None                     # hf format: which split of a DatasetDict
+    column_map: dict[str, str] = {}                 # their column -> ours (messages, prompt, completion, ...)
+    schema_path: str = "configs/schemas/chat_record.schema.json"
+    val_fraction: float = Field(0.15, gt=0, lt=1)   # share of conversations held out for validation
+    test_fraction: float = Field(0.0, ge=0, lt=1)   # share held out for a final test split
     seed: int = 0                                   # split seed
+    group_by: str | None = None                     # a field naming the conversation/group: one group, one split
+    stratify_by: str | None = None                  # a field whose values keep their shares in every split
     max_length: int = Field(512, gt=16)             # tokens after templating; longer records are rejected
     max_records: int | None = Field(None, gt=0)     # keep only the first N valid records (smoke runs)
+    dedup: DedupConfig = DedupConfig()
+    pii_hook: str | None = None                     # "module:function" text -> list of findings; None: no PII check
+    pii_action: Literal["reject", "warn"] = "reject"
+    languages: list[str] | None = None              # keep only these language codes (needs language_hook)
+    language_hook: str | None = None                # "module:function" text -> language code
+    chat_template_kwargs: dict[str, Any] = {}       # e.g. {enable_thinking: false} for Qwen3
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} leaves no training data")
+        if self.languages and not self.language_hook:
+            raise ValueError("languages needs language_hook (a 'module:function' that returns a language code)")
+        return self
 
 class LoraSpec(Strict):
     r: int = Field(16, gt=0)

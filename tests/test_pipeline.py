@@ -27,8 +27,11 @@ def test_every_step_ran_and_kept_its_notebook(tiny_run):
 def test_data_step_loses_nothing(tiny_run):
     m = read_json(tiny_run["run_dir"] / "01_data" / "metrics.json")
     c = m["metrics"]
-    assert c["read"] == c["train"] + c["val"] + c["rejected"] + c["skipped_by_max_records"] == 192
-    assert c["train"] > 0 and c["val"] > 0
+    assert c["read"] == c["splits"]["train"] + c["splits"]["val"] + c["rejected"] == 192
+    assert c["splits"]["train"] > 0 and c["splits"]["val"] > 0
+    data = tiny_run["run_dir"] / "01_data"
+    assert sum(1 for _ in open(data / "rejects.jsonl")) == c["rejected"]
+    assert (data / "data_card.md").exists() and (data / "token_lengths.png").exists()
     assert list(m["inputs_sha256"].values())[0]        # the input file's hash is recorded
 
 

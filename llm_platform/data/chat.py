@@ -16,7 +16,7 @@ ROLES = ("system", "user", "assistant")
 
 # %% auto #0
 __all__ = ['ROLES', 'check_messages', 'ReadResult', 'read_chat_jsonl', 'read_jsonl', 'write_jsonl', 'split_records',
-           'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat', 'tokenize_records', 'prepare_chat_data']
+           'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat', 'tokenize_records']
 
 # %% ../../nbs/10_data_chat.ipynb #1e3a2ba7
 def check_messages(messages: Any) -> str | None:
@@ -103,30 +103,52 @@ def split_records(records: list[dict], val_fraction: float, seed: int = 0) -> tu
 class TemplateError(ValueError):
     "The chat template does not render a conversation as an extension of its prefixes."
 
-def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    "The text the model sees, from the tokenizer's own chat template."
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False, **template_kwargs) -> str:
+    "The text the model sees, from the tokenizer's own chat template (`template_kwargs`: e.g. enable_thinking)."
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         **template_kwargs)
 
-def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer, messages: list[dict], **template_kwargs) -> tuple[str, list[tuple[int, int]]]:
     "Full rendered text and the character spans of each assistant turn (content + end-of-turn)."
-    text = render_chat(tokenizer, messages)
-    spans = []
+    text = render_chat(tokenizer, messages, **template_kwargs)
+    spans, cursor = [], 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prefix = render_chat(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render_chat(tokenizer, messages[: i + 1])
-        if not upto.startswith(prefix) or not text.startswith(upto):
-            raise TemplateError(f"turn {i}: the chat template's rendering of a prefix is not a prefix of the whole "
-                                "conversation; assistant masks cannot be derived from it")
-        end = len(upto.rstrip())   # keep the end-of-turn token, drop the newline the template adds after it
-        spans.append((len(prefix), end))
+        prefix = render_chat(tokenizer, messages[:i], add_generation_prompt=True, **template_kwargs)
+        upto = render_chat(tokenizer, messages[: i + 1], **template_kwargs)
+        if upto.startswith(prefix) and text.startswith(upto):
+            span = (len(prefix), len(upto.rstrip()))  # keep the end-of-turn token, drop the newline after it
+        else:
+            span = _find_turn(text, upto, m["content"], cursor, i)
+        spans.append(span)
+        cursor = span[1]
+    if messages and messages[-1]["role"] == "assistant" and text.rstrip().endswith(messages[-1]["content"]) \
+            and tokenizer.eos_token and spans and spans[-1][1] >= len(text.rstrip()):
+        # A template that leaves the final turn open (for continuation, like vLLM's ChatML example) would
+        # never teach the model to stop: close it with the EOS token, which generation stops on.
+        text = text.rstrip() + tokenizer.eos_token
+        spans[-1] = (spans[-1][0], len(text))
     return text, spans
 
-def tokenize_chat(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
+def _find_turn(text: str, upto: str, content: str, cursor: int, i: int) -> tuple[int, int]:
+    """Span of assistant turn `i` for templates whose renderings are not prefix-closed (Qwen3 adds an empty
+    think block to the generation prompt only): the content, found after `cursor`, plus the closing the
+    template puts after it."""
+    at = upto.rfind(content)
+    if at < 0:
+        raise TemplateError(f"turn {i}: the chat template does not render the assistant content verbatim; "
+                            "assistant masks cannot be derived from it")
+    closing = upto[at + len(content):].rstrip()
+    start = text.find(content + closing, cursor)
+    if start < 0:
+        raise TemplateError(f"turn {i}: assistant turn not found in the rendered conversation")
+    return start, start + len(content) + len(closing)
+
+def tokenize_chat(tokenizer, messages: list[dict], max_length: int | None = None, **template_kwargs) -> dict:
     "`input_ids`, `attention_mask` and `labels` (-100 outside assistant turns) for one conversation."
-    text, spans = assistant_spans(tokenizer, messages)
+    text, spans = assistant_spans(tokenizer, messages, **template_kwargs)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     if max_length is not None and len(ids) > max_length:
@@ -145,31 +167,3 @@ def tokenize_records(tokenizer, records: list[dict], max_length: int) -> tuple[l
         except ValueError as e:
             rejects.append({"id": r["id"], "line": r.get("_line"), "reason": str(e)})
     return rows, rejects
-
-# %% ../../nbs/10_data_chat.ipynb #680411d7
-def prepare_chat_data(path: str | Path,   # chat JSONL
-                      tokenizer,          # the base model's tokenizer (its chat template is used)
-                      out_dir: Path,      # train/val records, tokenized rows and rejects go here
-                      val_fraction: float = 0.15, seed: int = 0, max_length: int = 512,
-                      max_records: int | None = None,
-                      ) -> dict:
-    "Read, validate, split and tokenize; writes JSONL files and returns counts. Nothing is dropped silently."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    res = read_chat_jsonl(path)
-    records = res.records[:max_records] if max_records else res.records
-    train, val = split_records(records, val_fraction, seed)
-    train_rows, train_rej = tokenize_records(tokenizer, train, max_length)
-    val_rows, val_rej = tokenize_records(tokenizer, val, max_length)
-    rejects = res.rejects + [{"source": str(path), **r} for r in train_rej + val_rej]
-    strip = lambda rs: ({k: v for k, v in r.items() if k != "_line"} for r in rs)
-    write_jsonl(out_dir / "train.jsonl", strip(train)); write_jsonl(out_dir / "val.jsonl", strip(val))
-    write_jsonl(out_dir / "train.tokens.jsonl", train_rows); write_jsonl(out_dir / "val.tokens.jsonl", val_rows)
-    write_jsonl(out_dir / "rejects.jsonl", rejects)
-    lengths = [len(r["input_ids"]) for r in train_rows + val_rows]
-    counts = {"read": res.read, "valid": len(res.records), "rejected": len(rejects),
-              "skipped_by_max_records": len(res.records) - len(records),
-              "train": len(train_rows), "val": len(val_rows),
-              "tokens_mean": round(sum(lengths) / max(len(lengths), 1), 1), "tokens_max": max(lengths, default=0),
-              "assistant_tokens_train": sum(sum(t != -100 for t in r["labels"]) for r in train_rows)}
-    assert counts["train"] + counts["val"] + counts["rejected"] + counts["skipped_by_max_records"] == counts["read"]
-    return counts

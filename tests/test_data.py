@@ -1,0 +1,136 @@
+"""The data capability on real files: planted faults, every input format, streaming, splits, synthesis."""
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+
+from llm_platform.config import DataConfig, DedupConfig
+from llm_platform.data.ingest import iter_raw, to_messages
+from llm_platform.data.prepare import prepare_dataset
+from llm_platform.models import prepare_smollm2_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chat(q, a="You can do that from Settings, then Export, in the desktop app."):
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(prepare_smollm2_tokenizer())
+
+
+def test_planted_faults_give_exactly_the_expected_rejects(tmp_path, tokenizer):
+    lines = [json.dumps(chat("How can I export all of my notes to a PDF file at once?")),          # 1 ok
+             '{"messages": [{"role": "user", "content": "hi"}',                                     # 2 broken JSON
+             json.dumps({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}),  # 3
+             json.dumps({"messages": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "x"}]}),  # 4
+             None,                                                                                  # 5 non-UTF-8
+             json.dumps(chat("How can I export all of my notes to a PDF file at once?")),          # 6 exact dup
+             json.dumps(chat("Please tell me: how can I export all of my notes to a PDF file at once?")),  # 7 near dup
+             json.dumps(chat("word " * 300)),                                                       # 8 too long
+             json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),  # 9 order
+             json.dumps(chat("Does the app have a dark theme for night work?", "Yes, under Appearance."))]  # 10 ok
+    raw = b"".join((l.encode() if l is not None else b'{"messages": "caf\xe9"}') + b"\n" for l in lines)
+    src = tmp_path / "faults.jsonl"
+    src.write_bytes(raw)
+    cfg = DataConfig(path=str(src), max_length=128, val_fraction=0.3, dedup=DedupConfig(near_threshold=0.7))
+    s = prepare_dataset(cfg, tokenizer, tmp_path / "out")
+    rejects = [json.loads(l) for l in open(tmp_path / "out" / "rejects.jsonl")]
+    got = sorted((r["line"], r["check"]) for r in rejects)
+    assert got == [(2, "parse"), (3, "schema"), (4, "schema"), (5, "parse"), (6, "exact_duplicate"),
+                   (7, "near_duplicate"), (8, "too_long"), (9, "roles")]
+    why = {r["line"]: r["reason"] for r in rejects}
+    assert "invalid JSON" in why[2] and "robot" in why[3] and "messages.0.content" in why[4]
+    assert why[5] == "invalid UTF-8 at byte 17" and f"{src}:1" in why[6] and f"{src}:1" in why[7]
+    assert "max_length=128" in why[8] and "expected 'assistant'" in why[9]
+    assert all(r["source"] == str(src) and r["raw"] for r in rejects)
+    assert s["read"] == 10 and s["valid"] == 2 and s["valid"] + s["rejected"] == s["read"]
+    kept = sum(1 for n in ("train", "val") for _ in open(tmp_path / "out" / f"{n}.jsonl"))
+    assert kept == 2 == sum(s["splits"].values())
+
+
+def test_every_format_and_shape_maps_to_the_same_messages(tmp_path):
+    sharegpt = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]} for i in range(3)]
+    alpaca = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]
+    want = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(3)]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sharegpt))
+    (tmp_path / "a.json").write_text(json.dumps(alpaca))
+    pd.DataFrame(alpaca).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame(alpaca).to_parquet(tmp_path / "a.parquet")
+    from datasets import Dataset
+    Dataset.from_list(sharegpt).save_to_disk(str(tmp_path / "hf"))
+    for name in ["s.jsonl", "a.json", "a.csv", "a.parquet", "hf"]:
+        got = [to_messages(r.record)["messages"] for r in iter_raw(tmp_path / name)]
+        assert got == want, name
+
+
+def test_ingest_streams_in_flat_memory(tmp_path):
+    path = tmp_path / "big.jsonl"
+    line = json.dumps(chat("How do I export my notes? " * 20)) + "\n"
+    with open(path, "w") as f:
+        for _ in range(60_000):
+            f.write(line)
+    size = path.stat().st_size
+    tracemalloc.start()
+    n = sum(1 for _ in iter_raw(path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == 60_000 and size > 40e6
+    assert peak < 2e6, f"peak {peak / 1e6:.1f} MB while streaming a {size / 1e6:.0f} MB file"
+
+
+def test_splits_are_grouped_and_stratified(tmp_path, tokenizer):
+    rows = []
+    for conv in range(120):
+        topic = "billing" if conv % 4 == 0 else "usage"
+        for turn in range(2):
+            rows.append({**chat(f"Question {turn} of conversation {conv} about {topic} number {conv * 7}",
+                                f"Answer {turn} for conversation {conv}, topic {topic}, ref {conv * 13}."),
+                         "conversation_id": f"c{conv}", "topic": topic})
+    src = tmp_path / "g.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(path=str(src), val_fraction=0.25, test_fraction=0.25, group_by="conversation_id",
+                     stratify_by="topic", max_length=256)
+    s = prepare_dataset(cfg, tokenizer, tmp_path / "out")
+    seen = {}
+    for split in ("train", "val", "test"):
+        for line in open(tmp_path / "out" / f"{split}.jsonl"):
+            r = json.loads(line)
+            assert seen.setdefault(r["conversation_id"], split) == split, "a conversation straddles splits"
+    assert s["rejected"] == 0 and sum(s["splits"].values()) == 240
+    billing_val = sum(1 for c, sp in seen.items() if sp == "val" and int(c[1:]) % 4 == 0)
+    assert billing_val == 8          # 25% of the 30 billing conversations, rounded up by whole groups
+    again = prepare_dataset(cfg, tokenizer, tmp_path / "again")
+    assert again["splits"] == s["splits"]
+    assert (tmp_path / "again" / "val.jsonl").read_text() == (tmp_path / "out" / "val.jsonl").read_text()
+
+
+def test_self_instruct_through_vllm_is_validated_and_deduplicated(vllm_server, tmp_path):
+    from openai import OpenAI
+
+    from llm_platform.data.synth import synthesize
+    client = OpenAI(base_url=vllm_server.base_url, api_key="none")
+    s = synthesize(DataConfig(path="data/sample/chats.jsonl"), tmp_path, client, vllm_server.served_model_name,
+                   n_instruct=3, n_augment=10)
+    assert s["generated"] == 13 == s["kept"] + s["rejected"]
+    kept = [json.loads(l) for l in open(tmp_path / "synth.jsonl")]
+    real = {json.dumps(json.loads(l)["messages"]) for l in open(ROOT / "data/sample/chats.jsonl")}
+    assert not any(json.dumps(r["messages"]) in real for r in kept)
+    assert {r["synthetic"] for r in kept} <= {"self-instruct", "augment"}
+
+
+def test_cli_validate_names_file_and_line(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(chat("What is new in version two?")) + "\n{broken\n")
+    r = subprocess.run([str(Path(sys.executable).parent / "llm-platform"), "data", "validate", str(src), "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text())
+    assert (reject["source"], reject["line"], reject["check"]) == (str(src), 2, "parse")
