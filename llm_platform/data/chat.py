@@ -16,7 +16,7 @@ ROLES = ("system", "user", "assistant")
 
 # %% auto #0
 __all__ = ['ROLES', 'check_messages', 'ReadResult', 'read_chat_jsonl', 'read_jsonl', 'write_jsonl', 'split_records',
-           'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat', 'tokenize_records']
+           'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat', 'ChatFormatter', 'tokenize_records']
 
 # %% ../../nbs/10_data_chat.ipynb #1e3a2ba7
 def check_messages(messages: Any) -> str | None:
@@ -124,10 +124,12 @@ def assistant_spans(tokenizer, messages: list[dict], **template_kwargs) -> tuple
             span = _find_turn(text, upto, m["content"], cursor, i)
         spans.append(span)
         cursor = span[1]
+    return _close_open_turn(tokenizer, messages, text, spans)
+
+def _close_open_turn(tokenizer, messages, text, spans):
+    "A template that leaves the final turn open (for continuation, like vLLM's ChatML example) would never teach the model to stop: close it with the EOS token, which generation stops on."
     if messages and messages[-1]["role"] == "assistant" and text.rstrip().endswith(messages[-1]["content"]) \
             and tokenizer.eos_token and spans and spans[-1][1] >= len(text.rstrip()):
-        # A template that leaves the final turn open (for continuation, like vLLM's ChatML example) would
-        # never teach the model to stop: close it with the EOS token, which generation stops on.
         text = text.rstrip() + tokenizer.eos_token
         spans[-1] = (spans[-1][0], len(text))
     return text, spans
@@ -148,16 +150,76 @@ def _find_turn(text: str, upto: str, content: str, cursor: int, i: int) -> tuple
 
 def tokenize_chat(tokenizer, messages: list[dict], max_length: int | None = None, **template_kwargs) -> dict:
     "`input_ids`, `attention_mask` and `labels` (-100 outside assistant turns) for one conversation."
-    text, spans = assistant_spans(tokenizer, messages, **template_kwargs)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    if max_length is not None and len(ids) > max_length:
-        raise ValueError(f"{len(ids)} tokens after templating, more than data.max_length={max_length}")
-    labels = [t if any(b < end and e > start for start, end in spans) else -100  # token overlaps a span
-              for t, (b, e) in zip(ids, offsets)]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+    out = ChatFormatter(tokenizer, max_length, **template_kwargs).format_batch([messages])[0]
+    if isinstance(out, Exception):
+        raise out
+    return out
 
-# %% ../../nbs/10_data_chat.ipynb #2d4d2bb4
+# %% ../../nbs/10_data_chat.ipynb #b325815b
+class ChatFormatter:
+    "Batch templating and tokenization with assistant-only labels; see `tokenize_chat` for one conversation."
+    def __init__(self, tokenizer, max_length: int | None = None, **template_kwargs):
+        self.tok, self.max_length, self.kw = tokenizer, max_length, template_kwargs
+        u, a = "\x02user probe\x02", "\x02assistant probe\x02"
+        user_only = render_chat(tokenizer, [{"role": "user", "content": u}], **template_kwargs)
+        gen = render_chat(tokenizer, [{"role": "user", "content": u}], add_generation_prompt=True, **template_kwargs)
+        full = render_chat(tokenizer, [{"role": "user", "content": u}, {"role": "assistant", "content": a}],
+                           **template_kwargs)
+        self.fast = gen.startswith(user_only) and full.startswith(gen) and full[len(gen):].startswith(a)
+        if self.fast:
+            self.header = gen[len(user_only):]
+            self.closing = full[len(gen) + len(a):].rstrip()
+            self.fast = bool(self.header)
+
+    def spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+        "Rendered text and assistant spans; identical to `assistant_spans`, usually with one render."
+        if not self.fast:
+            return assistant_spans(self.tok, messages, **self.kw)
+        text = render_chat(self.tok, messages, **self.kw)
+        spans, cursor = [], 0
+        for m in messages:
+            if m["role"] != "assistant":
+                continue
+            pos = text.find(self.header + m["content"] + self.closing, cursor)
+            if pos < 0:
+                return assistant_spans(self.tok, messages, **self.kw)
+            start = pos + len(self.header)
+            cursor = start + len(m["content"]) + len(self.closing)
+            spans.append((start, cursor))
+        return _close_open_turn(self.tok, messages, text, spans)
+
+    def format_batch(self, conversations: list[list[dict]]) -> list[dict | Exception]:
+        "Per conversation: `input_ids`/`attention_mask`/`labels`, or the error (TemplateError, too long)."
+        import numpy as np
+        rendered: list = []
+        for messages in conversations:
+            try:
+                rendered.append(self.spans(messages))
+            except TemplateError as e:
+                rendered.append(e)
+        ok = [i for i, r in enumerate(rendered) if not isinstance(r, Exception)]
+        texts = [rendered[i][0] for i in ok]
+        raw = getattr(self.tok, "_tokenizer", None)     # the Rust tokenizer: skips the Python-side conversion
+        if raw is not None:
+            encs = raw.encode_batch(texts, add_special_tokens=False) if texts else []
+            pairs = [(e.ids, e.offsets) for e in encs]
+        else:
+            enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {}
+            pairs = list(zip(enc.get("input_ids", []), enc.get("offset_mapping", [])))
+        out: list = list(rendered)
+        for (ids, offs), i in zip(pairs, ok):
+            if self.max_length is not None and len(ids) > self.max_length:
+                out[i] = ValueError(f"{len(ids)} tokens after templating, more than data.max_length={self.max_length}")
+                continue
+            offsets = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
+            mask = np.zeros(len(ids), dtype=bool)
+            for start, end in rendered[i][1]:
+                mask |= (offsets[:, 0] < end) & (offsets[:, 1] > start)     # token overlaps the span
+            labels = np.where(mask, np.asarray(ids, dtype=np.int64), -100).tolist()
+            out[i] = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+        return out
+
+# %% ../../nbs/10_data_chat.ipynb #121d955e
 def tokenize_records(tokenizer, records: list[dict], max_length: int) -> tuple[list[dict], list[dict]]:
     "Tokenize records; over-long or untemplatable ones become rejects (with their source line)."
     rows, rejects = [], []

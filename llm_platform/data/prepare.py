@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 import os
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import orjson
+
 from ..config import DataConfig
 from ..core import get_logger, resolve_path, sha256_file, write_json
-from .chat import TemplateError, tokenize_chat
+from .chat import ChatFormatter, TemplateError
 from .ingest import iter_raw
 from .validate import RecordValidator
 
@@ -51,7 +54,7 @@ def assign_splits(groups: dict[str, int],            # group key -> number of re
     return out
 
 # %% ../../nbs/13_data_prepare.ipynb #dfbd1b8b
-def _histogram(lengths: list[int], path: Path, max_length: int) -> None:
+def _histogram(lengths, path: Path, max_length: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -65,6 +68,7 @@ def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
                     tokenizer,           # the base model's tokenizer (its chat template is used); None: no
                                          # templating, so no length check and no token files (`data validate`)
                     out_dir: Path,       # splits, rejects, summary and data card go here
+                    batch_size: int = 512,  # records validated and tokenized together
                     ) -> dict:
     "Validate, split and tokenize `cfg.path` into `out_dir`; returns the summary (also in summary.json)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,54 +78,64 @@ def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
     read, kept, reasons = 0, 0, Counter()
     group_sizes: Counter = Counter()
     strata: dict[str, str] = {}
-    lengths: list[int] = []
+    lengths = array("I")          # compact: 4 bytes a record
     scratch = out_dir / ".kept.tmp.jsonl"
     rejects_tmp = out_dir / ".rejects.tmp.jsonl"
-    with open(scratch, "w") as keep, open(rejects_tmp, "w") as rej:
+    formatter = ChatFormatter(tokenizer, cfg.max_length, **cfg.chat_template_kwargs) if tokenizer is not None else None
+    with open(scratch, "wb") as keep, open(rejects_tmp, "wb") as rej:
         def reject(raw, check, reason):
             reasons[check] += 1
-            rej.write(json.dumps({"source": raw.source, "line": raw.line, "check": check, "reason": reason,
-                                  "raw": (raw.raw if raw.raw is not None else json.dumps(raw.record, default=str))[:2000]},
-                                 ensure_ascii=False) + "\n")
+            rej.write(orjson.dumps({"source": raw.source, "line": raw.line, "check": check, "reason": reason,
+                                    "raw": (raw.raw if raw.raw is not None
+                                            else json.dumps(raw.record, default=str, ensure_ascii=False))[:2000]}) + b"\n")
+
+        def flush(batch):
+            nonlocal kept
+            verdicts = validator.check_batch(batch)
+            ok = [i for i, v in enumerate(verdicts) if v.record is not None]
+            formatted = formatter.format_batch([verdicts[i].record["messages"] for i in ok]) if formatter else [None] * len(ok)
+            tokens_of = dict(zip(ok, formatted))
+            for i, (raw, v) in enumerate(zip(batch, verdicts)):
+                if v.record is None:
+                    reject(raw, v.check, v.reason); continue
+                if cfg.max_records and kept >= cfg.max_records:
+                    reject(raw, "max_records", f"beyond data.max_records={cfg.max_records}"); continue
+                tokens = tokens_of[i]
+                if isinstance(tokens, Exception):
+                    reject(raw, "template" if isinstance(tokens, TemplateError) else "too_long", str(tokens)); continue
+                if tokens is not None:
+                    lengths.append(len(tokens["input_ids"]))
+                rec = v.record
+                group = str(rec.get(cfg.group_by)) if cfg.group_by and cfg.group_by in rec else f"n{v.group}"
+                group_sizes[group] += 1
+                if cfg.stratify_by:
+                    strata[group] = str(rec.get(cfg.stratify_by))
+                keep.write(orjson.dumps({"group": group, "record": rec, "tokens": tokens}) + b"\n")
+                kept += 1
+
+        batch = []
         for raw in iter_raw(src, cfg.format, cfg.hf_split):
             read += 1
-            if cfg.max_records and kept >= cfg.max_records:
-                reject(raw, "max_records", f"beyond data.max_records={cfg.max_records}")
-                continue
-            v = validator.check(raw)
-            if v.record is None:
-                reject(raw, v.check, v.reason)
-                continue
-            tokens = None
-            if tokenizer is not None:
-                try:
-                    tokens = tokenize_chat(tokenizer, v.record["messages"], cfg.max_length, **cfg.chat_template_kwargs)
-                except TemplateError as e:
-                    reject(raw, "template", str(e)); continue
-                except ValueError as e:
-                    reject(raw, "too_long", str(e)); continue
-                lengths.append(len(tokens["input_ids"]))
-            group = str(v.record.get(cfg.group_by)) if cfg.group_by and cfg.group_by in v.record else f"n{v.group}"
-            group_sizes[group] += 1
-            if cfg.stratify_by:
-                strata[group] = str(v.record.get(cfg.stratify_by))
-            keep.write(json.dumps({"group": group, "record": v.record, "tokens": tokens}, ensure_ascii=False) + "\n")
-            kept += 1
+            batch.append(raw)
+            if len(batch) == batch_size:
+                flush(batch); batch = []
+        if batch:
+            flush(batch)
     split_of = assign_splits(dict(group_sizes), strata if cfg.stratify_by else None, cfg.val_fraction,
                              cfg.test_fraction, cfg.seed)
     names = ["train", "val"] + (["test"] if cfg.test_fraction > 0 else [])
     counts = Counter()
-    files = {n: (open(out_dir / f".{n}.tmp.jsonl", "w"), open(out_dir / f".{n}.tokens.tmp.jsonl", "w")) for n in names}
-    with open(scratch) as f:
+    files = {n: (open(out_dir / f".{n}.tmp.jsonl", "wb"), open(out_dir / f".{n}.tokens.tmp.jsonl", "wb")) for n in names}
+    with open(scratch, "rb") as f:
         for line in f:
-            row = json.loads(line)
+            row = orjson.loads(line)
             split = split_of[row["group"]]
             if split not in files:
                 split = "train"
             counts[split] += 1
-            files[split][0].write(json.dumps(row["record"], ensure_ascii=False) + "\n")
+            files[split][0].write(orjson.dumps(row["record"]) + b"\n")
             if row["tokens"] is not None:
-                files[split][1].write(json.dumps(row["tokens"]) + "\n")
+                files[split][1].write(orjson.dumps(row["tokens"]) + b"\n")
     for n, (a, b) in files.items():
         a.close(); b.close()
         os.replace(out_dir / f".{n}.tmp.jsonl", out_dir / f"{n}.jsonl")
