@@ -37,12 +37,12 @@ def test_planted_faults_give_exactly_the_expected_rejects(tmp_path, tokenizer):
              json.dumps(chat("word " * 300)),                                                       # 8 too long
              json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),  # 9 order
              json.dumps(chat("Does the app have a dark theme for night work?", "Yes, under Appearance."))]  # 10 ok
-    raw = b"".join((l.encode() if l is not None else b'{"messages": "caf\xe9"}') + b"\n" for l in lines)
+    raw = b"".join((line.encode() if line is not None else b'{"messages": "caf\xe9"}') + b"\n" for line in lines)
     src = tmp_path / "faults.jsonl"
     src.write_bytes(raw)
     cfg = DataConfig(path=str(src), max_length=128, val_fraction=0.3, dedup=DedupConfig(near_threshold=0.7))
     s = prepare_dataset(cfg, tokenizer, tmp_path / "out")
-    rejects = [json.loads(l) for l in open(tmp_path / "out" / "rejects.jsonl")]
+    rejects = [json.loads(x) for x in open(tmp_path / "out" / "rejects.jsonl")]
     got = sorted((r["line"], r["check"]) for r in rejects)
     assert got == [(2, "parse"), (3, "schema"), (4, "schema"), (5, "parse"), (6, "exact_duplicate"),
                    (7, "near_duplicate"), (8, "too_long"), (9, "roles")]
@@ -120,8 +120,8 @@ def test_self_instruct_through_vllm_is_validated_and_deduplicated(vllm_server, t
     s = synthesize(DataConfig(path="data/sample/chats.jsonl"), tmp_path, client, vllm_server.served_model_name,
                    n_instruct=3, n_augment=10)
     assert s["generated"] == 13 == s["kept"] + s["rejected"]
-    kept = [json.loads(l) for l in open(tmp_path / "synth.jsonl")]
-    real = {json.dumps(json.loads(l)["messages"]) for l in open(ROOT / "data/sample/chats.jsonl")}
+    kept = [json.loads(x) for x in open(tmp_path / "synth.jsonl")]
+    real = {json.dumps(json.loads(x)["messages"]) for x in open(ROOT / "data/sample/chats.jsonl")}
     assert not any(json.dumps(r["messages"]) in real for r in kept)
     assert {r["synthetic"] for r in kept} <= {"self-instruct", "augment"}
 
