@@ -106,7 +106,10 @@ def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
                 if tokens is not None:
                     lengths.append(len(tokens["input_ids"]))
                 rec = v.record
-                group = str(rec.get(cfg.group_by)) if cfg.group_by and cfg.group_by in rec else f"n{v.group}"
+                if cfg.group_by and cfg.group_by in rec:
+                    group = f"g:{rec[cfg.group_by]}"
+                else:   # its near-duplicate cluster, or the record alone when near-duplicate checks are off
+                    group = f"n:{v.group}" if v.group is not None else f"r:{rec['id']}"
                 group_sizes[group] += 1
                 if cfg.stratify_by:
                     strata[group] = str(rec.get(cfg.stratify_by))
