@@ -22,13 +22,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_platform.config import load_config
 from llm_platform.core import resolve_path
-from llm_platform.data.chat import read_chat_jsonl, render_chat
+from llm_platform.data.chat import read_jsonl, render_chat
 from llm_platform.models import prepare_model
 from llm_platform.serve.vllm_server import VLLMServer
 
 
 def prompts_from_sample(n: int) -> list[list[dict]]:
-    records = read_chat_jsonl(resolve_path("data/sample/chats.jsonl")).records
+    records = read_jsonl(resolve_path("data/sample/chats.jsonl"))
     return [[{"role": "user", "content": r["messages"][0]["content"]}] for r in records[:n]]
 
 

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from llm_platform.config import TrainConfig, load_config
 from llm_platform.core import resolve_path
-from llm_platform.data.chat import read_chat_jsonl, tokenize_records
+from llm_platform.data.chat import ChatFormatter, read_jsonl
 from llm_platform.models import prepare_model
 from llm_platform.train.sft import load_for_training, train_lora
 
@@ -64,7 +64,7 @@ def main():
     recipe = load_config("configs/pipelines/demo.yaml").train.model_copy(
         update={"max_steps": args.steps, "torch_threads": args.threads, "logging_steps": 4})
     tok = AutoTokenizer.from_pretrained(model_path)
-    rows, _ = tokenize_records(tok, read_chat_jsonl(resolve_path("data/sample/chats.jsonl")).records, 256)
+    rows = ChatFormatter(tok, 256).format_batch([r["messages"] for r in read_jsonl(resolve_path("data/sample/chats.jsonl"))])
     params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(model_path).parameters())
     peak = matmul_gflops(args.threads)
     print(f"model {model_cfg.name} ({params / 1e6:.1f}M params) | {len(rows)} chats | {args.threads} threads | "
