@@ -5,6 +5,7 @@
 # %% ../../nbs/10_data_chat.ipynb #786d3ebf
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,16 @@ def _find_turn(text: str, upto: str, content: str, cursor: int, i: int) -> tuple
 
 def tokenize_chat(tokenizer, messages: list[dict], max_length: int | None = None, **template_kwargs) -> dict:
     "`input_ids`, `attention_mask` and `labels` (-100 outside assistant turns) for one conversation."
-    out = ChatFormatter(tokenizer, max_length, **template_kwargs).format_batch([messages])[0]
+    key = tuple(sorted(template_kwargs.items()))
+    out = _formatter(tokenizer, tokenizer.chat_template, max_length, key).format_batch([messages])[0]
     if isinstance(out, Exception):
         raise out
     return out
+
+@functools.lru_cache(maxsize=8)
+def _formatter(tokenizer, chat_template, max_length, template_items) -> ChatFormatter:
+    "One formatter per tokenizer, template and settings: its probe renders are not repeated for every conversation."
+    return ChatFormatter(tokenizer, max_length, **dict(template_items))
 
 # %% ../../nbs/10_data_chat.ipynb #abba9631
 class ChatFormatter:
