@@ -10,9 +10,10 @@ BIN := $(VENV)/bin
 STACK ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 LOCK := $(if $(filter gpu,$(STACK)),requirements/gpu.txt,requirements/cpu.lock)
 CONFIG ?= configs/pipelines/demo.yaml
+TUNE_CONFIG ?= configs/pipelines/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test export lab lint pipeline sync-check nbtest pytest system-deps bench clean
+.PHONY: help setup demo test export lab lint pipeline train train-distributed tune sync-check nbtest pytest system-deps bench clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +39,15 @@ demo: setup      ## convert SmolLM2, run the pipeline, serve with vLLM + Gradio,
 
 pipeline: setup  ## run the papermill pipeline only (CONFIG=configs/pipelines/demo.yaml)
 	$(BIN)/llm-platform pipeline run --config $(CONFIG)
+
+train: setup     ## data + training steps only (CONFIG=..., TRAIN=configs/training/<preset>.yaml optional)
+	$(BIN)/llm-platform train run --config $(CONFIG) $(if $(TRAIN),--train-config $(TRAIN))
+
+train-distributed: setup  ## 2-process DDP training on this machine (gloo on CPU) with the tiny preset
+	$(BIN)/llm-platform train run --config configs/pipelines/tiny.yaml --train-config configs/training/distributed.yaml
+
+tune: setup      ## Optuna study over configs/training/hyperparameter_space.yaml (TUNE_CONFIG=..., TRIALS=3)
+	$(BIN)/llm-platform train tune --config $(TUNE_CONFIG) $(if $(TRIALS),--trials $(TRIALS))
 
 test: setup system-deps sync-check lint nbtest pytest   ## everything CI checks
 

@@ -23,8 +23,10 @@ app = typer.Typer(help="llm_platform: fine-tune and serve language models, from 
 models_app = typer.Typer(help="Base models: list presets, convert or build them.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="The papermill pipeline: data -> train -> evaluate -> merge.", no_args_is_help=True)
 data_app = typer.Typer(help="Chat data: validate, prepare (split + tokenize), synthesize.", no_args_is_help=True)
+train_app = typer.Typer(help="Fine-tuning: LoRA, QLoRA, full, DPO; distributed; resumable; tuned.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 app.add_typer(pipeline_app, name="pipeline")
 console = Console(stderr=True)
 
@@ -35,8 +37,9 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 # %% auto #0
-__all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'console', 'SetOpt', 'models_list', 'models_prepare', 'data_validate',
-           'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'serve', 'ui', 'demo']
+__all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'console', 'SetOpt', 'models_list', 'models_prepare',
+           'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune',
+           'serve', 'ui', 'demo']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -158,8 +161,8 @@ def _headline(step: str, m: dict) -> str:
     if step == "01_data":
         return " / ".join(f"{k} {v}" for k, v in m["splits"].items()) + f" / rejected {m['rejected']}"
     if step == "02_train":
-        return (f"loss {m['first_logged_loss']:.3f} -> {m['last_logged_loss']:.3f}, "
-                f"{m['tokens_per_second']} tok/s ({m['backend']})")
+        return (f"{m.get('method', 'lora')}: loss {m['first_logged_loss']:.3f} -> {m['last_logged_loss']:.3f}, "
+                f"{m['tokens_per_second']} tok/s ({m['backend']}, {m.get('processes', 1)} process(es))")
     if step == "03_evaluate":
         return f"held-out loss {m['base']['loss']:.3f} -> {m['tuned']['loss']:.3f}"
     return m.get("model_dir", "")
@@ -185,6 +188,71 @@ def pipeline_show(run_id: str):
     Console().print(table)
 
 # %% ../nbs/91_cli.ipynb #d6627f02
+def _train_overrides(overrides: Optional[list[str]], train_config: Optional[Path], processes: Optional[int]) -> list[str]:
+    "CLI options -> dotted overrides (a training preset becomes one `train=<its values>` override)."
+    from llm_platform.config import TrainConfig, dump_config
+    out = list(overrides or [])
+    if train_config:
+        out.insert(0, "train=" + json.dumps(dump_config(load_config(train_config, kind=TrainConfig))))
+    if processes:
+        out.append(f"train.distributed.num_processes={processes}")
+    return out
+
+@train_app.command("run")
+def train_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML (model, data, train)"),
+              train_config: Optional[Path] = typer.Option(None, help="a configs/training/*.yaml preset replacing `train`"),
+              overrides: Optional[list[str]] = SetOpt,
+              processes: Optional[int] = typer.Option(None, help="DDP processes on this node (torchrun)"),
+              steps: str = typer.Option("01_data,02_train", help="pipeline steps to run, comma-separated"),
+              run_id: Optional[str] = typer.Option(None, help="name the run"),
+              resume: Optional[str] = typer.Option(None, help="continue this run id (training resumes from its checkpoint)")):
+    "Prepare the data and fine-tune (pipeline steps 01_data, 02_train); logs and registers the result in MLflow."
+    from llm_platform.pipeline import PipelineStepError, run_pipeline
+    try:
+        ov = _train_overrides(overrides, train_config, processes) + [f"steps=[{steps}]"]
+        info = run_pipeline(config, ov, run_id=resume or run_id, resume=bool(resume))
+    except (ConfigError, PipelineStepError, FileNotFoundError, FileExistsError, ValueError) as e:
+        _fail(e)
+    reg = f"{info.get('registered_model')} v{info.get('registered_version')}" if info.get("registered_version") else "-"
+    console.print(Panel.fit(f"run [bold]{info['run_id']}[/] trained\nfolder: runs/{info['run_id']}/02_train\n"
+                            f"MLflow: {info.get('mlflow_run_id') or 'disabled'}\nregistered: {reg}", title="train"))
+    print(info["run_id"])
+
+@train_app.command("tune")
+def train_tune(config: Path = typer.Option(Path("configs/pipelines/tiny.yaml"), help="pipeline YAML (model, data, train)"),
+               space: Path = typer.Option(Path("configs/training/hyperparameter_space.yaml"), help="search space YAML"),
+               train_config: Optional[Path] = typer.Option(None, help="a configs/training/*.yaml preset replacing `train`"),
+               overrides: Optional[list[str]] = SetOpt,
+               trials: Optional[int] = typer.Option(None, help="override the space's trial count"),
+               out: Optional[Path] = typer.Option(None, help="study folder (default: runs/tune-<id>); rerun to continue")):
+    "Optuna study over the space: pruned on held-out loss, each trial an MLflow child run, best config as YAML."
+    from transformers import AutoTokenizer
+
+    from llm_platform.config import SearchSpaceConfig
+    from llm_platform.core import new_run_id
+    from llm_platform.data.chat import read_jsonl
+    from llm_platform.data.prepare import prepare_dataset
+    from llm_platform.models import prepare_model
+    from llm_platform.train.tune import tune
+    try:
+        cfg = load_config(config, _train_overrides(overrides, train_config, None))
+        sp = load_config(space, kind=SearchSpaceConfig)
+        sp = sp.model_copy(update={"trials": trials}) if trials else sp
+        out = resolve_path(out or Path(cfg.runs_dir) / new_run_id("tune"))
+        model_dir = prepare_model(cfg.model)
+        if not (out / "data" / "train.tokens.jsonl").exists():
+            prepare_dataset(cfg.data, AutoTokenizer.from_pretrained(model_dir), out / "data")
+        s = tune(cfg.train, sp, model_dir, read_jsonl(out / "data" / "train.tokens.jsonl"),
+                 read_jsonl(out / "data" / "val.tokens.jsonl"), out, cfg.data.max_length, cfg.model.dtype,
+                 cfg.mlflow.tracking_uri if cfg.mlflow.enabled else None, cfg.mlflow.experiment)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    console.print(Panel.fit(f"{s['trials']} trials ({s['complete']} complete, {s['pruned']} pruned)\n"
+                            f"best: trial {s['best_trial']}, held-out loss {s['best_eval_loss']:.4f}\n"
+                            f"{s['best_params']}\nbest config: {s['best_config']}", title="tune"))
+    print(s["best_config"])
+
+# %% ../nbs/91_cli.ipynb #b20f4b4f
 def _model_from(model: Optional[str], run: Optional[str]) -> tuple[str, Optional[str]]:
     "(model folder, served name): a run's model is served under its run id, so every answer names its run."
     if bool(model) == bool(run):

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .core import find_project_root, resolve_path
 
 # %% auto #0
-__all__ = ['STEPS', 'CONFIG_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig', 'LoraSpec',
-           'TrainConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig',
+__all__ = ['STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig',
+           'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig', 'SearchRange',
+           'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig',
            'MLflowConfig', 'PipelineConfig', 'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
@@ -100,27 +101,104 @@ class DataConfig(Strict):
         return self
 
 class LoraSpec(Strict):
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
+    r: int = Field(16, gt=0)                         # adapter rank
+    alpha: int = Field(32, gt=0)                     # scaling numerator (scale = alpha / r)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
+class QuantSpec(Strict):
+    "QLoRA: the frozen base loaded in 4 bits by bitsandbytes; compute stays fp32 on CPU."
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True                        # quantize the quantization constants too
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bf16 on a GPU
+
+class DPOSpec(Strict):
+    "Direct preference optimisation (trl `DPOTrainer`) on prompt/chosen/rejected pairs."
+    path: str = "data/sample/preferences.jsonl"      # JSONL: prompt (messages), chosen, rejected (assistant turns)
+    beta: float = Field(0.1, gt=0)                   # strength of the pull towards the reference model
+    loss_type: str = "sigmoid"                       # trl loss: sigmoid (DPO), ipo, hinge, ...
+    val_fraction: float = Field(0.15, gt=0, lt=1)    # pairs held out for reward accuracy
+    lora: bool = True                                # train a LoRA adapter (reference = adapter off); False: full
+
+class CheckpointSpec(Strict):
+    "Checkpoints for resuming a killed run."
+    every_steps: int | None = Field(None, gt=0)      # save every N optimizer steps; None: no checkpoints
+    keep: int = Field(2, gt=0)                       # how many recent checkpoints to keep
+    resume: Literal["auto", "never", "require"] = "auto"  # auto: continue from the newest checkpoint if any
+
+class DistributedSpec(Strict):
+    "Several training processes (DDP) through torchrun; gloo on CPU, nccl on GPUs."
+    num_processes: int = Field(1, gt=0)              # per node; 1: train in-process
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with CUDA, else gloo
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"  # fsdp/deepspeed: GPU clusters, via an accelerate config
+    accelerate_config: str | None = None             # fsdp/deepspeed: configs/training/accelerate/*.yaml
+    nnodes: int = Field(1, gt=0)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29517, gt=0, lt=65536)
+
 class TrainConfig(Strict):
-    "LoRA supervised fine-tuning (trl + peft; unsloth on CUDA)."
-    method: Literal["lora"] = "lora"
+    "Fine-tuning: LoRA, QLoRA, full or DPO (trl + peft; unsloth on CUDA)."
+    method: Literal["lora", "qlora", "full", "dpo"] = "lora"
     lora: LoraSpec = LoraSpec()
+    quantization: QuantSpec = QuantSpec()            # used by method=qlora
+    dpo: DPOSpec = DPOSpec()                         # used by method=dpo
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1                              # >0 overrides epochs
-    batch_size: int = Field(4, gt=0)                 # per device
+    batch_size: int = Field(4, gt=0)                 # per process
     gradient_accumulation_steps: int = Field(1, gt=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
+    max_grad_norm: float = Field(1.0, gt=0)
+    group_by_length: bool = True                     # batch similar lengths together: less padding computed
+    padding_free: bool = False                       # pack a batch into one row (no padding); needs position-id aware attention
     logging_steps: int = Field(5, gt=0)
+    eval_steps: int | None = Field(None, gt=0)       # held-out loss every N steps (tuning prunes on it)
     seed: int = 0
-    torch_threads: int | None = None                 # None: torch's default
+    torch_threads: int | None = None                 # per process; None: cores / processes
+    gradient_checkpointing: bool = False             # saves memory, costs ~30% time; off on CPU
     unsloth: Literal["auto", "never", "always"] = "auto"  # auto: use it when CUDA and unsloth are present
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    distributed: DistributedSpec = DistributedSpec()
+
+class SearchRange(Strict):
+    "One tuned knob: a float/int range (log scale optional) or a list of choices."
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+    type: Literal["float", "int", "categorical"] = "float"
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.type == "categorical" and not self.choices:
+            raise ValueError("type=categorical needs choices")
+        if self.type != "categorical" and (self.low is None or self.high is None or self.low > self.high):
+            raise ValueError(f"type={self.type} needs low <= high")
+        return self
+
+class SearchSpaceConfig(Strict):
+    "An Optuna study over TrainConfig fields (dotted names), pruned on held-out loss."
+    params: dict[str, SearchRange]                   # e.g. {learning_rate: {low: 1e-4, high: 3e-3, log: true}}
+    trials: int = Field(10, gt=0)
+    direction: Literal["minimize"] = "minimize"      # the objective is held-out loss
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(1, ge=0)             # trials that are never pruned
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known(self):
+        for name in self.params:
+            node = TrainConfig.model_fields
+            for part in name.split("."):
+                if part not in node:
+                    raise ValueError(f"params.{name}: not a TrainConfig field")
+                ann = node[part].annotation
+                node = getattr(ann, "model_fields", {})
+        return self
 
 class EvalConfig(Strict):
     "Held-out loss of base vs fine-tuned model, and golden prompts."
@@ -170,6 +248,8 @@ class MLflowConfig(Strict):
     tracking_uri: str = "sqlite:///runs/mlflow.db"  # relative sqlite paths are resolved against the project root
     experiment: str = "llm_platform"
     enabled: bool = True
+    register_model: bool = True                     # a registered model version per training run
+    registered_model: str | None = None             # registry name; default: the pipeline's name
 
 STEPS = ("01_data", "02_train", "03_evaluate", "04_merge")
 
@@ -189,7 +269,10 @@ class PipelineConfig(Strict):
     step_timeout_s: int | None = None               # papermill per-cell timeout
 
 CONFIG_KINDS: dict[str, type[Strict]] = {
-    "pipelines": PipelineConfig, "models": ModelConfig, "serving": ServingConfig, "ui": UIConfig}
+    "pipelines": PipelineConfig, "models": ModelConfig, "serving": ServingConfig, "ui": UIConfig,
+    "training": TrainConfig}
+# Files whose kind differs from their folder's, by file name.
+CONFIG_FILE_KINDS: dict[str, type[Strict]] = {"hyperparameter_space.yaml": SearchSpaceConfig}
 
 # %% ../nbs/01_config.ipynb #3b76e0dd
 class ConfigError(ValueError):
@@ -277,7 +360,7 @@ def load_config(path: str | Path,                        # YAML file (relative p
     path = resolve_path(path, root)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
-    kind = kind or CONFIG_KINDS.get(path.parent.name)
+    kind = kind or CONFIG_FILE_KINDS.get(path.name) or CONFIG_KINDS.get(path.parent.name)
     if kind is None:
         raise ConfigError(f"{path}: cannot tell the config kind from folder {path.parent.name!r}; "
                           f"expected one of {sorted(CONFIG_KINDS)}")

@@ -19,7 +19,7 @@ from typing import Any
 
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
-           'sha256_file', 'new_run_id', 'write_json', 'read_json']
+           'sha256_file', 'new_run_id', 'write_json', 'read_json', 'open_mlflow']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -130,3 +130,18 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+
+# %% ../nbs/00_core.ipynb #a9920ac4
+def open_mlflow(tracking_uri: str,   # e.g. sqlite:///runs/mlflow.db (relative: to the project root)
+                experiment: str,     # experiment name (created when missing)
+                root: Path | None = None):
+    "Point MLflow at the tracking store and experiment; returns the `mlflow` module."
+    import mlflow
+    uri = tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        db = resolve_path(uri.removeprefix("sqlite:///"), root or find_project_root())
+        db.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{db}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    return mlflow

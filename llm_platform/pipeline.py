@@ -19,6 +19,7 @@ from llm_platform.core import (
     get_logger,
     git_commit,
     new_run_id,
+    open_mlflow,
     read_json,
     resolve_path,
     seed_everything,
@@ -82,13 +83,7 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
     "Log params, metrics and artifacts of a run to MLflow; returns the MLflow run id."
     if not cfg.mlflow.enabled:
         return None
-    import mlflow
-    uri = cfg.mlflow.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        db = resolve_path(uri.removeprefix("sqlite:///"), root); db.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{db}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.mlflow.experiment)
+    mlflow = open_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, root)
     with mlflow.start_run(run_id=info.get("mlflow_run_id"), run_name=run_dir.name) as run:
         if not info.get("mlflow_run_id"):
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(dump_config(cfg)).items()})
@@ -104,11 +99,40 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
         history = run_dir / "02_train" / "log_history.json"
         if history.exists():
             for h in read_json(history):
-                if "loss" in h:
-                    mlflow.log_metric("train.loss", h["loss"], step=int(h["step"]))
+                for key in ("loss", "eval_loss"):
+                    if key in h:
+                        mlflow.log_metric(f"train.{key}", h[key], step=int(h["step"]))
             if (png := run_dir / "02_train" / "loss_curve.png").exists():
                 mlflow.log_artifact(str(png), artifact_path="02_train")
+        if "02_train" in info["steps_done"] and cfg.mlflow.register_model and not info.get("registered_version"):
+            info["registered_model"], info["registered_version"] = _register_training(cfg, run_dir, info, run)
         return run.info.run_id
+
+def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, run) -> tuple[str, str]:
+    """Log the trained adapter as an artifact and register it as a new model version tagged with the
+    data hash, git commit, method and run id. A full fine-tune is registered by its folder (not copied)."""
+    import mlflow
+    from mlflow import MlflowClient
+    train = read_json(run_dir / "02_train" / "metrics.json")
+    data = read_json(run_dir / "01_data" / "metrics.json") if (run_dir / "01_data" / "metrics.json").exists() else {}
+    m = train["metrics"]
+    if m.get("output_kind", "adapter") == "adapter":
+        mlflow.log_artifacts(m["adapter_dir"], artifact_path="02_train/adapter")
+        source = f"{run.info.artifact_uri}/02_train/adapter"
+    else:
+        source = Path(m["model_dir"]).resolve().as_uri()
+    name = cfg.mlflow.registered_model or cfg.name
+    client = MlflowClient()
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name, description=f"Models trained by the {cfg.name} pipeline")
+    tags = {"run_id": run_dir.name, "git_commit": info["git_commit"], "method": str(m.get("method", "lora")),
+            "data_sha256": ",".join(sorted(data.get("inputs_sha256", {}).values())) or "unknown",
+            "train_rows_sha256": ",".join(sorted(train.get("inputs_sha256", {}).values())) or "unknown",
+            "output_kind": str(m.get("output_kind", "adapter"))}
+    version = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=tags,
+                                          description=f"{cfg.name} run {run_dir.name}")
+    log.info("registered %s version %s (%s)", name, version.version, source)
+    return name, str(version.version)
 
 def run_pipeline(config_path: str | Path,                # pipeline YAML
                  overrides: list[str] | None = None,     # dotted overrides, e.g. ["train.max_steps=5"]; on resume

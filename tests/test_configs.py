@@ -3,21 +3,22 @@ from pathlib import Path
 
 import pytest
 
-from llm_platform.config import CONFIG_KINDS, ConfigError, PipelineConfig, load_config
+from llm_platform.config import CONFIG_FILE_KINDS, CONFIG_KINDS, ConfigError, PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 
 def test_there_are_configs():
-    assert {p.parent.name for p in CONFIGS} >= {"pipelines", "models", "serving", "ui"}
+    assert {p.parent.name for p in CONFIGS} >= {"pipelines", "models", "serving", "ui", "training"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_validates(path):
-    assert path.parent.name in CONFIG_KINDS, f"{path}: folder has no config model in CONFIG_KINDS"
+    kind = CONFIG_FILE_KINDS.get(path.name) or CONFIG_KINDS.get(path.parent.name)
+    assert kind, f"{path}: folder has no config model in CONFIG_KINDS"
     cfg = load_config(path)
-    assert isinstance(cfg, CONFIG_KINDS[path.parent.name])
+    assert isinstance(cfg, kind)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
@@ -36,3 +37,9 @@ def test_demo_pipeline_uses_cpu_safe_serving():
 def test_bad_override_names_field():
     with pytest.raises(ConfigError, match=r"train\.batch_size"):
         load_config("configs/pipelines/tiny.yaml", ["train.batch_size=-1"])
+
+
+def test_training_presets_named_in_the_issue_exist():
+    names = {p.name for p in (ROOT / "configs" / "training").glob("*.yaml")}
+    assert names >= {"base.yaml", "qwen25_1.5b.yaml", "qwen3_1.7b.yaml", "smollm2_135m.yaml", "tiny.yaml",
+                     "distributed.yaml", "hyperparameter_space.yaml"}

@@ -1,6 +1,7 @@
 """The papermill pipeline end to end on the tiny model: outputs, golden loss check, MLflow, resume."""
 import json
 import uuid
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -68,6 +69,20 @@ def test_mlflow_has_params_metrics_and_notebooks(tiny_run):
     assert len(client.get_metric_history(run.info.run_id, "train.loss")) >= 2
     notebooks = {a.path for a in client.list_artifacts(run.info.run_id, "notebooks")}
     assert notebooks == {f"notebooks/{s}.ipynb" for s in STEPS}
+    adapter = {a.path for a in client.list_artifacts(run.info.run_id, "02_train/adapter")}
+    assert "02_train/adapter/adapter_model.safetensors" in adapter
+
+
+def test_training_run_is_a_registered_model_version(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    from llm_platform.core import sha256_file
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run['runs_dir']}/mlflow.db")
+    version = client.get_model_version(tiny_run["registered_model"], tiny_run["registered_version"])
+    assert version.run_id == tiny_run["mlflow_run_id"] and version.source.endswith("02_train/adapter")
+    assert version.tags["git_commit"] == tiny_run["git_commit"] and version.tags["method"] == "lora"
+    assert version.tags["data_sha256"] == sha256_file(Path("data/sample/chats.jsonl").resolve())
+    assert version.tags["run_id"] == tiny_run["run_id"]
 
 
 def test_failed_step_can_be_resumed(runs_dir, tmp_path):

@@ -4,7 +4,10 @@ The data is synthetic: support conversations for a fictional note-taking app,
 "Nimbus Notes". Every fact is made up, so a model can only answer the held-out
 questions if fine-tuning taught it; that makes the pipeline's effect visible.
 
-    python data/sample/make_sample.py   # rewrites chats.jsonl and golden.jsonl
+    python data/sample/make_sample.py   # rewrites chats.jsonl, golden.jsonl and preferences.jsonl
+
+preferences.jsonl holds DPO pairs in trl's conversational format: the prompt, the right
+answer (chosen) and either another topic's answer or an evasive one (rejected).
 """
 import json
 import random
@@ -97,6 +100,31 @@ def main(seed: int = 0) -> None:
         for g in golden:
             f.write(json.dumps(g, ensure_ascii=False) + "\n")
     print(f"{len(chats)} chats, {len(golden)} golden prompts")
+    write_preferences(out / "preferences.jsonl", seed)
+
+
+EVASIVE = ["I am not sure about that. Please check the Nimbus Notes website.",
+           "That depends on many things. You could try searching online.",
+           "I cannot help with that question."]
+
+
+def write_preferences(path: Path, seed: int = 0) -> None:
+    "DPO pairs from the same facts; the golden paraphrases stay out, as in chats.jsonl."
+    rng = random.Random(seed + 1)
+    pairs = []
+    for topic, answer, questions, _ in FACTS:
+        others = [a for t, a, _, _ in FACTS if t != topic]
+        for i, q in enumerate(questions[:-1]):
+            rejected = rng.choice(others) if i % 2 == 0 else rng.choice(EVASIVE)
+            pairs.append({"id": f"pref-{topic.replace(' ', '-')}-{i}",
+                          "prompt": [{"role": "user", "content": q}],
+                          "chosen": [{"role": "assistant", "content": answer}],
+                          "rejected": [{"role": "assistant", "content": rejected}]})
+    rng.shuffle(pairs)
+    with open(path, "w") as f:
+        for p in pairs:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    print(f"{len(pairs)} preference pairs")
 
 
 if __name__ == "__main__":

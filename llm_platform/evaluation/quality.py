@@ -12,7 +12,7 @@ from pathlib import Path
 from ..data.chat import render_chat
 
 # %% auto #0
-__all__ = ['heldout_loss', 'read_golden', 'run_golden', 'compare_adapter']
+__all__ = ['heldout_loss', 'read_golden', 'run_golden', 'load_tuned', 'compare_tuned']
 
 # %% ../../nbs/30_evaluation_quality.ipynb #40d29a43
 def heldout_loss(model,                 # a causal LM (transformers or peft)
@@ -82,18 +82,26 @@ def run_golden(model, tokenizer, golden: list[dict], max_new_tokens: int = 48, b
             "results": results}
 
 # %% ../../nbs/30_evaluation_quality.ipynb #f05e7a77
-def compare_adapter(base_path: Path, adapter_path: Path, val_rows: list[dict], golden: list[dict],
-                    max_new_tokens: int = 48, batch_size: int = 8, dtype: str = "float32") -> dict:
-    "Held-out loss and golden pass rate for the base model and base + adapter."
+def load_tuned(base_model, tuned_path: Path, dtype: str = "float32"):
+    "The fine-tuned model: base + adapter when `tuned_path` holds an adapter, else the full model there."
     import torch
-    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    if (Path(tuned_path) / "adapter_config.json").exists():
+        from peft import PeftModel
+        return PeftModel.from_pretrained(base_model, tuned_path)
+    return AutoModelForCausalLM.from_pretrained(tuned_path, dtype=getattr(torch, dtype))
+
+def compare_tuned(base_path: Path, tuned_path: Path, val_rows: list[dict], golden: list[dict],
+                  max_new_tokens: int = 48, batch_size: int = 8, dtype: str = "float32") -> dict:
+    "Held-out loss and golden pass rate for the base model and the fine-tuned one (adapter or full model)."
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
     out = {"base": {**heldout_loss(model, val_rows, batch_size)}}
     if golden:
         out["base"]["golden"] = run_golden(model, tok, golden, max_new_tokens, batch_size)
-    model = PeftModel.from_pretrained(model, adapter_path)
+    model = load_tuned(model, tuned_path, dtype)
     out["tuned"] = {**heldout_loss(model, val_rows, batch_size)}
     if golden:
         out["tuned"]["golden"] = run_golden(model, tok, golden, max_new_tokens, batch_size)

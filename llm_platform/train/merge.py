@@ -13,11 +13,11 @@ from ..core import get_logger, sha256_file
 log = get_logger("train.merge")
 
 # %% auto #0
-__all__ = ['log', 'merge_adapter']
+__all__ = ['log', 'merge_adapter', 'finalize_model']
 
 # %% ../../nbs/21_train_merge.ipynb #c0b0f450
 def merge_adapter(base_path: Path,      # base model folder
-                  adapter_path: Path,   # LoRA adapter folder (from `train_lora`)
+                  adapter_path: Path,   # LoRA adapter folder (from `train_sft`)
                   out_dir: Path,        # merged model folder (replaced when complete)
                   dtype: str = "float32",
                   ) -> dict:
@@ -38,3 +38,18 @@ def merge_adapter(base_path: Path,      # base model folder
     log.info("merged %s + %s -> %s", base_path, adapter_path, out_dir)
     return {"model_dir": str(out_dir), "files_sha256": files,
             "params": sum(p.numel() for p in merged.parameters())}
+
+# %% ../../nbs/21_train_merge.ipynb #861c4e37
+def finalize_model(base_path: Path, train_metrics: dict, out_dir: Path, dtype: str = "float32") -> dict:
+    "The servable folder for a training run: merge an adapter, or copy a fully fine-tuned model."
+    if train_metrics.get("output_kind", "adapter") == "adapter":
+        return merge_adapter(base_path, Path(train_metrics["adapter_dir"]), out_dir, dtype)
+    from transformers import AutoTokenizer
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(train_metrics["model_dir"], tmp)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True); tmp.rename(out_dir)
+    files = {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.safetensors"))}
+    log.info("copied fully fine-tuned %s -> %s", train_metrics["model_dir"], out_dir)
+    return {"model_dir": str(out_dir), "files_sha256": files}
