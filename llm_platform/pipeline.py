@@ -96,6 +96,9 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
             mlflow.log_artifact(str(run_dir / step / "metrics.json"), artifact_path=step)
             if (nb := run_dir / f"{step}.ipynb").exists():
                 mlflow.log_artifact(str(nb), artifact_path="notebooks")
+        if "02_train" in info["steps_done"]:      # which training path ran (strings: tags, not metrics)
+            t = read_json(run_dir / "02_train" / "metrics.json")["metrics"]
+            mlflow.set_tags({f"train.{k}": str(t.get(k)) for k in ("backend", "method", "processes")})
         history = run_dir / "02_train" / "log_history.json"
         if history.exists():
             for h in read_json(history):

@@ -65,6 +65,7 @@ def test_mlflow_has_params_metrics_and_notebooks(tiny_run):
     run = client.get_run(tiny_run["mlflow_run_id"])
     assert run.data.params["train.max_steps"] == "20"
     assert run.data.tags["git_commit"] == tiny_run["git_commit"]
+    assert run.data.tags["train.backend"] == "trl" and run.data.tags["train.method"] == "lora"
     assert run.data.metrics["03_evaluate.tuned.loss"] < run.data.metrics["03_evaluate.base.loss"]
     assert len(client.get_metric_history(run.info.run_id, "train.loss")) >= 2
     notebooks = {a.path for a in client.list_artifacts(run.info.run_id, "notebooks")}
