@@ -6,15 +6,14 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import zlib
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..core import get_logger, seed_everything, set_torch_threads
+from ..core import get_logger
 from ..data.chat import check_messages
-from .sft import find_resume_checkpoint, finish_training, progress_callback, run_fingerprint, world
+from .sft import common_arguments, finish_training, progress_callback, start_run
 
 log = get_logger("train.dpo")
 
@@ -118,28 +117,14 @@ def train_dpo(cfg: TrainConfig,              # the train section; cfg.dpo holds 
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    rank, local_world, world_size = world()
-    seed_everything(cfg.seed)
-    threads = set_torch_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // local_world))
+    out_dir = Path(out_dir)
+    threads, fingerprint, resume_from = start_run(cfg, out_dir, data_sha256)
     cuda = torch.cuda.is_available()
-    fingerprint = run_fingerprint(cfg, data_sha256)
-    resume_from = find_resume_checkpoint(out_dir / "checkpoints", cfg.checkpoint.resume, fingerprint)
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     ck, d = cfg.checkpoint, cfg.dpo
-    args = DPOConfig(
-        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        logging_first_step=True, logging_steps=cfg.logging_steps, beta=d.beta, loss_type=[d.loss_type],
-        max_length=max_length, eval_strategy="steps" if val_pairs and cfg.eval_steps else "no",
-        eval_steps=cfg.eval_steps, save_strategy="steps" if ck.every_steps else "no",
-        save_steps=ck.every_steps or 500, save_total_limit=ck.keep, seed=cfg.seed, data_seed=cfg.seed,
-        report_to=[], bf16=False, fp16=False, use_cpu=not cuda, gradient_checkpointing=cfg.gradient_checkpointing,
-        ddp_backend=None if cfg.distributed.backend == "auto" else cfg.distributed.backend,
-        dataloader_num_workers=0, disable_tqdm=True)
+    args = DPOConfig(**common_arguments(cfg, out_dir, bool(val_pairs), cuda), beta=d.beta, loss_type=[d.loss_type],
+                     max_length=max_length)
     peft_cfg = (LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM") if d.lora else None)
     strip = lambda ps: Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in ps])

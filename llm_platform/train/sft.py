@@ -19,8 +19,8 @@ log = get_logger("train")
 
 # %% auto #0
 __all__ = ['log', 'select_backend', 'world', 'load_for_training', 'progress_callback', 'run_fingerprint',
-           'find_resume_checkpoint', 'sft_arguments', 'torch_bf16_ok', 'train_sft', 'finish_training',
-           'plot_loss_curve']
+           'find_resume_checkpoint', 'common_arguments', 'sft_arguments', 'start_run', 'torch_bf16_ok', 'train_sft',
+           'finish_training', 'plot_loss_curve']
 
 # %% ../../nbs/20_train_sft.ipynb #86775723
 def select_backend(setting: str = "auto", # TrainConfig.unsloth: auto | never | always
@@ -142,27 +142,40 @@ def find_resume_checkpoint(ckpt_dir: Path, policy: str, fingerprint: dict) -> Pa
     return complete[0]
 
 # %% ../../nbs/20_train_sft.ipynb #0d235fc4
-def sft_arguments(cfg: TrainConfig, out_dir: Path, max_length: int, has_eval: bool, cuda: bool):
-    "trl `SFTConfig` for our recipe: fp32 on CPU, no gradient checkpointing, checkpoints as configured."
-    from trl import SFTConfig
+def common_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool, cuda: bool) -> dict:
+    "TrainingArguments that SFT and DPO share: schedule, logging, evaluation, checkpoints, devices."
     ck = cfg.checkpoint
-    return SFTConfig(
+    return dict(
         output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, logging_first_step=True,
+        lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        warmup_steps=cfg.warmup_ratio,                       # transformers 5: a float below 1 is a ratio
+        logging_first_step=True,
         logging_steps=min(cfg.logging_steps, cfg.max_steps) if cfg.max_steps > 0 else cfg.logging_steps,
         eval_strategy="steps" if has_eval and cfg.eval_steps else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps" if ck.every_steps else "no", save_steps=ck.every_steps or 500,
-        save_total_limit=ck.keep, seed=cfg.seed, data_seed=cfg.seed, packing=False,
-        max_length=None if cfg.padding_free else max_length,   # rows are already within max_length (data step)
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        padding_free=cfg.padding_free, report_to=[],
+        save_total_limit=ck.keep, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
         bf16=cuda and torch_bf16_ok(), fp16=False, use_cpu=not cuda,
         ddp_backend=None if cfg.distributed.backend == "auto" else cfg.distributed.backend,
-        gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", disable_tqdm=True)
+        gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, disable_tqdm=True)
+
+def sft_arguments(cfg: TrainConfig, out_dir: Path, max_length: int, has_eval: bool, cuda: bool):
+    "trl `SFTConfig` for our recipe: fp32 on CPU, no gradient checkpointing, length-grouped padding-free batches."
+    from trl import SFTConfig
+    return SFTConfig(
+        **common_arguments(cfg, out_dir, has_eval, cuda), packing=False,
+        max_length=None if cfg.padding_free else max_length,   # rows are already within max_length (data step)
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        padding_free=cfg.padding_free, include_num_input_tokens_seen="non_padding")
+
+def start_run(cfg: TrainConfig, out_dir: Path, data_sha256: str) -> tuple[int, dict, Path | None]:
+    "Common start of a training run: output folder, seed, this process's threads, the checkpoint to resume."
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    threads = set_torch_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // world()[1]))
+    fingerprint = run_fingerprint(cfg, data_sha256)
+    return threads, fingerprint, find_resume_checkpoint(out_dir / "checkpoints", cfg.checkpoint.resume, fingerprint)
 
 def torch_bf16_ok() -> bool:
     import torch
@@ -182,16 +195,13 @@ def train_sft(cfg: TrainConfig,            # the train section of a pipeline con
     import torch
     from datasets import Dataset
     from trl import SFTTrainer
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    rank, local_world, world_size = world()
-    seed_everything(cfg.seed)
-    threads = set_torch_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // local_world))
+    out_dir = Path(out_dir)
+    threads, fingerprint, resume_from = start_run(cfg, out_dir, data_sha256)
     backend = select_backend(cfg.unsloth)
     cuda = torch.cuda.is_available()
+    rank, _, world_size = world()
     log.info("method %s, backend %s (cuda=%s, rank %d of %d, torch threads=%d)", cfg.method, backend, cuda,
              rank, world_size, threads)
-    fingerprint = run_fingerprint(cfg, data_sha256)
-    resume_from = find_resume_checkpoint(out_dir / "checkpoints", cfg.checkpoint.resume, fingerprint)
     model, tok = load_for_training(model_path, cfg, backend, max_length, dtype)
     args = sft_arguments(cfg, out_dir, max_length, bool(val_rows), cuda)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
