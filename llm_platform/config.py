@@ -187,6 +187,7 @@ class SearchSpaceConfig(Strict):
     direction: Literal["minimize"] = "minimize"      # the objective is held-out loss
     pruner: Literal["median", "none"] = "median"
     startup_trials: int = Field(1, ge=0)             # trials that are never pruned
+    start_from_base: bool = True                     # trial 0 = the base config's values (when inside the space)
     seed: int = 0
 
     @model_validator(mode="after")

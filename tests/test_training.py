@@ -110,14 +110,18 @@ def test_optuna_study_three_trials_with_mlflow_children(tiny_data, tmp_path):
 
     from llm_platform.data.chat import read_jsonl
     from llm_platform.train.tune import tune
-    space = SearchSpaceConfig(params={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+    # trial 0 is the base config (learns), trial 1 a learning rate that cannot learn: pruned at its first evaluation
+    space = SearchSpaceConfig(params={"learning_rate": {"type": "categorical", "choices": [3e-3, 1e-9]},
                                       "lora.r": {"type": "categorical", "choices": [4, 8]},
                                       "lora.dropout": {"low": 0.0, "high": 0.1}}, trials=3, startup_trials=1)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    s = tune(TrainConfig(max_steps=8, batch_size=8, torch_threads=1, logging_steps=4, eval_steps=2), space,
-             Path(tiny_data["model"]), read_jsonl(tiny_data["train"]), read_jsonl(tiny_data["val"]), tmp_path / "study",
-             max_length=256, mlflow_uri=uri, experiment="tune-test")
-    assert s["trials"] == 3 and s["complete"] + s["pruned"] == 3 and s["complete"] >= 1
+    base = TrainConfig(learning_rate=3e-3, lora={"r": 8, "dropout": 0.0}, max_steps=8, batch_size=8, torch_threads=1,
+                       logging_steps=4, eval_steps=2)
+    s = tune(base, space, Path(tiny_data["model"]), read_jsonl(tiny_data["train"]), read_jsonl(tiny_data["val"]),
+             tmp_path / "study", max_length=256, mlflow_uri=uri, experiment="tune-test",
+             enqueue=[{"learning_rate": 1e-9, "lora.r": 8, "lora.dropout": 0.0}])
+    assert s["trials"] == 3 and s["complete"] + s["pruned"] == 3 and s["complete"] >= 1 and s["pruned"] >= 1, s
+    assert s["best_params"]["learning_rate"] == 3e-3
     best = load_config(s["best_config"], kind=TrainConfig)
     assert best.learning_rate == pytest.approx(s["best_params"]["learning_rate"]) and best.lora.r == s["best_params"]["lora.r"]
     client = MlflowClient(tracking_uri=uri)

@@ -15,7 +15,7 @@ from ..core import get_logger, open_mlflow, write_json
 log = get_logger("train.tune")
 
 # %% auto #0
-__all__ = ['log', 'apply_params', 'suggest_params', 'pruning_callback', 'tune']
+__all__ = ['log', 'apply_params', 'suggest_params', 'base_params', 'pruning_callback', 'tune']
 
 # %% ../../nbs/24_train_tune.ipynb #061ed493
 def apply_params(cfg: TrainConfig, params: dict) -> TrainConfig:
@@ -39,6 +39,19 @@ def suggest_params(trial, space: SearchSpaceConfig) -> dict:
             out[name] = trial.suggest_int(name, int(r.low), int(r.high), log=r.log)
         else:
             out[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
+    return out
+
+def base_params(cfg: TrainConfig, space: SearchSpaceConfig) -> dict | None:
+    "The base config's values of the space's knobs, or None when one lies outside the space."
+    data, out = dump_config(cfg), {}
+    for name, r in space.params.items():
+        value = data
+        for part in name.split("."):
+            value = value[part]
+        inside = value in r.choices if r.type == "categorical" else r.low <= value <= r.high
+        if not inside:
+            return None
+        out[name] = value
     return out
 
 # %% ../../nbs/24_train_tune.ipynb #1aa0cd7e
@@ -65,6 +78,7 @@ def tune(base: TrainConfig,               # starting point; the space replaces s
          dtype: str = "float32",
          mlflow_uri: str | None = None,   # None: no MLflow logging
          experiment: str = "tuning",
+         enqueue: list[dict] | None = None,  # extra param sets to try first, e.g. last study's best
          ) -> dict:
     "Run the study; returns the best trial's params and held-out loss and the path of the best config."
     import optuna
@@ -80,6 +94,10 @@ def tune(base: TrainConfig,               # starting point; the space replaces s
     study = optuna.create_study(study_name="tune", storage=f"sqlite:///{out_dir / 'study.db'}", load_if_exists=True,
                                 direction=space.direction, sampler=optuna.samplers.TPESampler(seed=space.seed),
                                 pruner=pruner)
+    if not study.trials:                             # a new study: known points first
+        first = [base_params(base, space)] if space.start_from_base else []
+        for params in [p for p in first if p] + list(enqueue or []):
+            study.enqueue_trial(params)
     mlflow = open_mlflow(mlflow_uri, experiment) if mlflow_uri else None
     parent = mlflow.start_run(run_name=f"tune-{out_dir.name}") if mlflow else None
 
