@@ -62,6 +62,9 @@ def get_logger(name: str = "llm_platform") -> logging.Logger:
         base.addHandler(handler)
         base.setLevel(os.environ.get("LLM_PLATFORM_LOG_LEVEL", "INFO"))
         base.propagate = False
+        # bitsandbytes (QLoRA) warns on every import that it cannot fetch an optional AVX512-BF16 4-bit
+        # kernel from the hub; offline that is expected and it uses its built-in CPU kernel instead.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     return base if name == "llm_platform" else base.getChild(name.removeprefix("llm_platform."))
 
 # %% ../nbs/00_core.ipynb #ee5f3438
