@@ -16,8 +16,8 @@ from pydantic import Field
 from ..config import Strict
 
 # %% auto #0
-__all__ = ['ENTITIES', 'Operator', 'PRIORITY', 'PIIConfig', 'Finding', 'blank_non_names', 'build_analyzer', 'is_lookalike',
-           'drop_overlaps', 'Masked', 'PIIEngine', 'default_engine', 'find_pii', 'mask_pii']
+__all__ = ['ENTITIES', 'Operator', 'PRIORITY', 'PIIConfig', 'Finding', 'blank_non_names', 'census_names', 'build_analyzer',
+           'is_lookalike', 'drop_overlaps', 'Masked', 'PIIEngine', 'default_engine', 'find_pii', 'mask_pii']
 
 # %% ../../nbs/50_safety_pii.ipynb #47bbd5c8
 ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS",
@@ -36,6 +36,7 @@ class PIIConfig(Strict):
     mask_char: str = Field("*", min_length=1, max_length=1)
     hash_salt_env: str | None = None                     # env var with a salt: stable hashes; unset: random per call
     encrypt_key_env: str = "LLM_PLATFORM_PII_KEY"        # env var with a 16/24/32-byte key for encrypt/decrypt
+    name_gazetteer: bool = True                          # keep a PERSON only if a word is a census first/last name
 
 @dataclass(frozen=True)
 class Finding:
@@ -75,6 +76,30 @@ def blank_non_names(text: str) -> str:
     "Same-length text where runs that cannot be part of a name are `x`s (what NER gets to see)."
     return _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
 
+@functools.cache
+def census_names() -> frozenset[str]:
+    "Lower-cased US census first names and surnames (from the `names` package's data files)."
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.find_spec("names")
+    if spec is None:
+        raise ImportError("the name gazetteer needs the 'names' package (pip install names==0.3.0)")
+    folder = Path(spec.origin).parent
+    return frozenset(line.split(None, 1)[0].lower() for f in ("dist.male.first", "dist.female.first", "dist.all.last")
+                     for line in (folder / f).read_text().splitlines() if line.strip())
+
+def _cue_recognizer():
+    "PERSON after a greeting, thanks or title: the single first names NER tends to miss."
+    import regex
+    from presidio_analyzer import Pattern, PatternRecognizer
+    name = r"[A-Z][a-z]+(?:\s[A-Z][a-z]+){0,2}\b"
+    greeting = r"(?<=\b(?i:hi|hello|hey|dear),?\s{1,3})" + name + r"(?=\s*[,.!?;:]|\s*$)"   # "Hi Priya," not "Hello, How do I"
+    thanks = r"(?<=\b(?i:thanks|thank you|cheers),\s{1,3})" + name + r"(?=\s*[,.!?;:]|\s*$)"
+    title = r"(?<=\b(?:Mr|Mrs|Ms|Dr|Prof)\.?\s{1,3})" + name
+    return PatternRecognizer(supported_entity="PERSON", name="PersonCueRecognizer", global_regex_flags=regex.MULTILINE,  # not 0: falsy means IGNORECASE
+                             patterns=[Pattern(f"cue_{n}", rx, 0.6) for n, rx in
+                                       [("greeting", greeting), ("thanks", thanks), ("title", title)]])
+
 def _secret_recognizers() -> list:
     "Pattern recognizers for secrets Presidio has no recognizer for."
     import regex
@@ -108,7 +133,7 @@ def build_analyzer(cfg: PIIConfig):
                    *_secret_recognizers()]
     model = cfg.spacy_model if "PERSON" in want else None
     if model:
-        recognizers.append(SpacyRecognizer(supported_entities=["PERSON"]))
+        recognizers += [SpacyRecognizer(supported_entities=["PERSON"]), _cue_recognizer()]
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
         def process_text(self, text, language):
@@ -136,17 +161,30 @@ _NAME = re.compile(r"^[^\W\d_][\w'.-]*(?:\s[^\W\d_][\w'.-]*){0,3}$")
 PRIORITY = ("PRIVATE_KEY", "AWS_ACCESS_KEY", "GITHUB_TOKEN", "BEARER_TOKEN", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
             "EMAIL_ADDRESS", "IP_ADDRESS", "PHONE_NUMBER", "PERSON")
 
-def is_lookalike(text: str, entity: str, start: int, end: int) -> bool:
-    "True for a number that is a date or follows a version/order/ticket label, or a PERSON that is not name-shaped."
+def is_lookalike(text: str, entity: str, start: int, end: int, gazetteer: bool = True) -> bool:
+    "True for a number that is a date or follows a version/order/ticket label, or a PERSON that is not name-like."
     value = text[start:end]
     if entity == "PERSON":
-        return not _NAME.match(value) or not any(w[0].isupper() for w in value.split()) or any(c.isdigit() for c in value)
+        words = value.split()
+        if not _NAME.match(value) or not any(w[0].isupper() for w in words) or (len(words) == 1 and value.isupper()):
+            return True
+        if _stopword(words[0]):                                 # "How", "Can", "What" opening a sentence
+            return True
+        return gazetteer and not any(w.strip(".'").lower() in census_names() for w in words)
     if entity not in _NUMERIC:
         return False
     if _DATE.match(value) or (start and text[start - 1] in "vV#"):
         return True
     before = text[max(0, start - 30):start]
     return bool(_NOT_PII_BEFORE.search(before) or (entity == "PHONE_NUMBER" and _IBANISH.search(before)))
+
+def _from_cue(result) -> bool:
+    "A greeting/title cue is evidence enough: such names skip the gazetteer (it misses many non-US first names)."
+    return (result.recognition_metadata or {}).get("recognizer_name") == "PersonCueRecognizer"
+
+def _stopword(word: str) -> bool:
+    from spacy.lang.en.stop_words import STOP_WORDS
+    return word.lower() in STOP_WORDS
 
 def drop_overlaps(results: list) -> list:
     "Keep one finding per overlapping group: the earliest type in PRIORITY, then the longest span."
@@ -182,7 +220,8 @@ class PIIEngine:
             while r.end > r.start and text[r.end - 1].isspace():
                 r.end -= 1
         return drop_overlaps([r for r in res if r.score >= cfg.thresholds.get(r.entity_type, cfg.score_threshold)
-                              and not is_lookalike(text, r.entity_type, r.start, r.end)])
+                              and not is_lookalike(text, r.entity_type, r.start, r.end, cfg.name_gazetteer
+                                                   and not _from_cue(r))])
 
     def analyze(self, text: str) -> list[Finding]:
         "Findings sorted by position."

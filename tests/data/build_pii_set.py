@@ -183,6 +183,22 @@ NEGATIVES = [
     lambda: f"Use the AKIA prefix check in the linter, not a regex on {R.randint(10, 99)} chars.",
     lambda: f"Hash {b64(12)} is just a commit prefix.",
 ]
+# Product-support chat: UI names, units and product names that a small NER model reads as people.
+UI_NEGATIVES = [
+    lambda: f"Open {R.choice(['Settings', 'Preferences', 'Account'])}, choose {R.choice(['Export', 'Sync', 'Backup'])}, and pick {R.choice(['PDF', 'Markdown', 'HTML'])}.",
+    lambda: f"Every plan includes {R.randint(2, 50)} GB of storage; Pro adds {R.choice([100, 200, 500])} GB.",
+    lambda: f"{R.choice(['Nimbus Notes', 'Acme Drive', 'Orbit Mail'])} syncs your changes across devices.",
+    lambda: f"Go to {R.choice(['Preferences', 'Settings'])} > {R.choice(['Sync', 'Privacy', 'Appearance'])} and toggle {R.choice(['Offline Mode', 'Dark Theme', 'Auto Backup'])}.",
+    lambda: f"Click {R.choice(['Share', 'Invite', 'Publish'])}, then {R.choice(['Copy Link', 'Done', 'Send'])}.",
+    lambda: f"The {R.choice(['Dashboard', 'Inbox', 'Archive'])} shows {R.choice(['Usage', 'Activity', 'History'])} by month.",
+    lambda: f"Restart {R.choice(['Chrome', 'Firefox', 'Safari', 'Outlook'])} and sign in again.",
+    lambda: f"Hi! How secure is {R.choice(['Nimbus Notes', 'Acme Vault'])}? It uses AES-256 and TLS {R.choice(['1.2', '1.3'])}.",
+    lambda: f"Tap {R.choice(['Trash', 'Restore', 'Pin'])} to {R.choice(['move', 'recover', 'keep'])} the note.",
+    lambda: f"Sure! {R.choice(['Tags', 'Folders', 'Templates'])} live under {R.choice(['Library', 'Workspace'])} in the sidebar.",
+    lambda: f"{R.choice(['Hello', 'Hi'])}, {R.choice(['How do I', 'Can I', 'Where do I'])} {R.choice(['reset my password', 'export a note'])}?",
+    lambda: f"Thanks. {R.choice(['Refunds', 'Where', 'Fastest way'])} {R.choice(['take a week?', 'is the export button?', 'to share a folder?'])}",
+]
+SINGLE_NAMES = ["Thanks, {v}!", "Ask {v} about the refund.", "Hi {v}, the fix is live.", "{v} from support called me."]
 
 
 def place(template, entity):
@@ -201,6 +217,13 @@ def main():
             cases.append({"kind": "positive", "text": text, "spans": spans})
     for i in range(140):
         cases.append({"kind": "negative", "text": NEGATIVES[i % len(NEGATIVES)](), "spans": []})
+    for i in range(60):
+        cases.append({"kind": "negative", "text": UI_NEGATIVES[i % len(UI_NEGATIVES)](), "spans": []})
+    for i in range(16):                                    # a first name alone
+        t = SINGLE_NAMES[i % len(SINGLE_NAMES)]
+        name = R.choice(FIRST)
+        cases.append({"kind": "positive", "text": t.replace("{v}", name),
+                      "spans": [[t.index("{v}"), t.index("{v}") + len(name), "PERSON"]]})
     for _ in range(40):                                    # chats with two or three entities
         parts, spans, text = R.sample(list(TEMPLATES), R.randint(2, 3)), [], ""
         for entity in parts:
