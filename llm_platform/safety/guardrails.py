@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ..config import Strict
 from .content import ContentConfig, ContentFilter
@@ -44,6 +44,16 @@ class Verdict(BaseModel):
     @property
     def allowed(self) -> bool:
         return self.action != "block"
+
+    @model_validator(mode="after")
+    def _phase_rules(self):
+        if self.phase == "moderation" and (self.action == "modify" or self.request or self.response):
+            raise ValueError("moderation may only allow or block; it cannot rewrite")
+        if self.phase == "pre_call" and self.response is not None or self.phase == "post_call" and self.request is not None:
+            raise ValueError(f"{self.phase} cannot rewrite the {'response' if self.phase == 'pre_call' else 'request'}")
+        if (self.action == "modify") != (self.request is not None or self.response is not None):
+            raise ValueError("a modify verdict carries the rewrite, and only a modify verdict does")
+        return self
 
 # %% ../../nbs/52_safety_guardrails.ipynb #c25e3938
 def _texts(content) -> list[str]:
