@@ -23,7 +23,8 @@ from filelock import FileLock
 __all__ = ['GENESIS', 'audit_app', 'scrub_text', 'scrub', 'AuditLog', 'AuditReport', 'verify_log', 'audit_verify']
 
 # %% ../../nbs/56_security_audit.ipynb #fe126634
-_SECRET_FIELD = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential|private[_-]?key", re.I)
+_SECRET_FIELD = re.compile(r"(?:^|[_-])(?:pass(?:word|wd)?|secret|token|api[_-]?key|authorization|cookie|credentials?|"
+                           r"private[_-]?key)(?:$|[_-])", re.I)           # "access_token" yes, "max_tokens" no
 _SCRUB = [
     (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.S), "<PRIVATE_KEY>"),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*"), "Bearer <TOKEN>"),
@@ -145,6 +146,10 @@ def verify_log(path: str | Path, key_env: str | None = "LLM_PLATFORM_AUDIT_KEY")
 
 # %% ../../nbs/56_security_audit.ipynb #91a3bb83
 audit_app = typer.Typer(help="Audit log: verify the hash chain.", no_args_is_help=True)
+
+@audit_app.callback()
+def _audit():
+    "Audit log commands (a callback keeps `verify` a subcommand even while it is the only one)."
 
 @audit_app.command("verify")
 def audit_verify(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="audit JSONL"),
