@@ -38,7 +38,7 @@ def scan_record(rec: dict, guard: Guardrails) -> tuple[dict, dict]:
         m = guard.pii.mask(text)
         pii.update(f.entity for f in m.findings)
         r = guard.content.check(text, direction)
-        flags.update(f.category for f in r.flags)
+        flags.update({f.category for f in r.flags})              # texts per category, not rules fired
         action = max(action, r.action, key=["allow", "log", "warn", "block"].index)
         if where.startswith("messages["):
             masked["messages"][int(where[9:-1])]["content"] = m.text
