@@ -72,9 +72,20 @@ def _spacy_pipeline(model: str):
 
 _NOT_NAME_RUN = re.compile(r"\S*[\d@/=_+\\|<>{}\[\]#$%^&*~`]\S*|\S{25,}")
 
-def blank_non_names(text: str) -> str:
-    "Same-length text where runs that cannot be part of a name are `x`s (what NER gets to see)."
-    return _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
+_SENTENCE = re.compile(r"[^\s.!?][^.!?\n]*(?:[.!?]+|(?=\n)|$)")
+
+def blank_non_names(text: str, gazetteer: bool = False) -> str:
+    "Same-length text where what cannot be (or yield) a name is `x`s: what NER gets to see."
+    text = _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
+    if not gazetteer:
+        return text
+    def sentence(m):
+        words = m.group().split()
+        first = words[0].strip(".,;:!?'\"()").lower()
+        if any(w[:1].isupper() for w in words[1:]) or (first in census_names() and not _stopword(first)):
+            return m.group()
+        return "x" * len(m.group())
+    return _SENTENCE.sub(sentence, text)
 
 @functools.cache
 def census_names() -> frozenset[str]:
@@ -137,7 +148,7 @@ def build_analyzer(cfg: PIIConfig):
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
         def process_text(self, text, language):
-            return super().process_text(blank_non_names(text), language)
+            return super().process_text(blank_non_names(text, cfg.name_gazetteer), language)
     nlp_engine = BlankingSpacyNlpEngine(models=[{"lang_code": "en", "model_name": model or "blank:en"}],
                                 ner_model_configuration=NerModelConfiguration(
                                     model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
