@@ -72,20 +72,29 @@ def _spacy_pipeline(model: str):
 
 _NOT_NAME_RUN = re.compile(r"\S*[\d@/=_+\\|<>{}\[\]#$%^&*~`]\S*|\S{25,}")
 
-_SENTENCE = re.compile(r"[^\s.!?][^.!?\n]*(?:[.!?]+|(?=\n)|$)")
+_TOKEN = re.compile(r"\S+")
 
-def blank_non_names(text: str, gazetteer: bool = False) -> str:
+def blank_non_names(text: str, gazetteer: bool = False, window: int = 4) -> str:
     "Same-length text where what cannot be (or yield) a name is `x`s: what NER gets to see."
     text = _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
     if not gazetteer:
         return text
-    def sentence(m):
-        words = m.group().split()
-        first = words[0].strip(".,;:!?'\"()").lower()
-        if any(w[:1].isupper() for w in words[1:]) or (first in census_names() and not _stopword(first)):
-            return m.group()
-        return "x" * len(m.group())
-    return _SENTENCE.sub(sentence, text)
+    toks = list(_TOKEN.finditer(text))
+    keep = [False] * len(toks)
+    for i, m in enumerate(toks):                     # a capitalised census name keeps its neighbourhood
+        w = m.group().strip(".,;:!?'\"()")
+        if w[:1].isupper() and w.lower() in census_names() and not _stopword(w):
+            keep[max(0, i - window): i + window + 1] = [True] * (min(len(toks), i + window + 1) - max(0, i - window))
+    out, i = list(text), 0
+    while i < len(toks):                             # blank each run of other tokens, spaces included
+        if keep[i]:
+            i += 1; continue
+        j = i
+        while j + 1 < len(toks) and not keep[j + 1]:
+            j += 1
+        out[toks[i].start():toks[j].end()] = "x" * (toks[j].end() - toks[i].start())
+        i = j + 1
+    return "".join(out)
 
 @functools.cache
 def census_names() -> frozenset[str]:
