@@ -11,6 +11,7 @@ Also prints precision/recall of both on the labelled set (masking, type-agnostic
 """
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -59,28 +60,35 @@ def main():
         for f in sides.values():
             f(t)
     lat = {k: [] for k in sides}
+    cpu = {k: [] for k in sides}          # thread CPU time: what a call costs when the shared machine is busy
     for _ in range(args.rounds):
         for t in texts:
             for k, f in sides.items():
-                s = time.perf_counter(); f(t); lat[k].append(time.perf_counter() - s)
+                s, c = time.perf_counter(), time.thread_time()
+                f(t)
+                cpu[k].append(time.thread_time() - c); lat[k].append(time.perf_counter() - s)
     quality = {"ours": score_spans(cases, lambda t: spans_of(ours.analyze(t)), list(ENTITIES)),
                "presidio_default": score_spans(cases, lambda t: spans_of(default.analyze(t, language="en")),
                                                list(ENTITIES))}
     tokens = [len(TOKEN.findall(t)) for t in texts]
     out = {"texts": len(texts), "tokens_per_text_mean": round(statistics.mean(tokens), 1), "rounds": args.rounds,
-           "cases": len(cases), "cpu": platform.processor() or platform.machine(),
+           "cases": len(cases), "cpu": platform.processor() or platform.machine(), "loadavg_start": os.getloadavg(),
            "load_s": {"ours": round(load_ours, 2), "presidio_default": round(load_default, 2)}}
     for k, xs in lat.items():
         out[k] = {"texts_per_s": round(len(xs) / sum(xs), 1), "p50_ms": round(pct(xs, 0.5) * 1e3, 2),
-                  "p95_ms": round(pct(xs, 0.95) * 1e3, 2), "masking": quality[k]["masking"],
+                  "p95_ms": round(pct(xs, 0.95) * 1e3, 2), "cpu_p50_ms": round(pct(cpu[k], 0.5) * 1e3, 2),
+                  "cpu_p95_ms": round(pct(cpu[k], 0.95) * 1e3, 2), "masking": quality[k]["masking"],
                   "negatives_flagged": quality[k]["negatives_flagged"],
                   "per_entity": {e: (v["precision"], v["recall"]) for e, v in quality[k]["per_entity"].items()},
                   "other_types_fp": quality[k]["other_types_fp"]}
     print(f"{len(texts)} texts x {args.rounds} rounds, ~{out['tokens_per_text_mean']} tokens each; {len(cases)} labelled cases")
-    print(f"{'':18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'mask P':>9}{'mask R':>9}{'neg flagged':>13}")
+    print(f"load average at start {out['loadavg_start'][0]:.2f}, at end {os.getloadavg()[0]:.2f} (2 vCPUs)")
+    print(f"{'':18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'cpu p50':>9}{'cpu p95':>9}{'mask P':>9}{'mask R':>9}"
+          f"{'neg flagged':>13}")
     for k in sides:
         o = out[k]
-        print(f"{k:18}{o['texts_per_s']:9.1f}{o['p50_ms']:9.2f}{o['p95_ms']:9.2f}{o['masking']['precision']:9.3f}"
+        print(f"{k:18}{o['texts_per_s']:9.1f}{o['p50_ms']:9.2f}{o['p95_ms']:9.2f}{o['cpu_p50_ms']:9.2f}"
+              f"{o['cpu_p95_ms']:9.2f}{o['masking']['precision']:9.3f}"
               f"{o['masking']['recall']:9.3f}{o['negatives_flagged']:>8}/{len(cases) - sum(bool(c['spans']) for c in cases)}")
     print("per entity (precision, recall):")
     for e in ENTITIES:
