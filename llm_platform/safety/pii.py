@@ -84,7 +84,8 @@ def blank_non_names(text: str, gazetteer: bool = False, window: int = 4) -> str:
     for i, m in enumerate(toks):                     # a capitalised census name keeps its neighbourhood
         w = m.group().strip(".,;:!?'\"()")
         if w[:1].isupper() and w.lower() in census_names() and not _stopword(w):
-            keep[max(0, i - window): i + window + 1] = [True] * (min(len(toks), i + window + 1) - max(0, i - window))
+            for j in range(max(0, i - window), min(len(toks), i + window + 1)):
+                keep[j] = True
     out, i = list(text), 0
     while i < len(toks):                             # blank each run of other tokens, spaces included
         if keep[i]:
@@ -139,13 +140,12 @@ def _secret_recognizers() -> list:
 def build_analyzer(cfg: PIIConfig):
     "A Presidio AnalyzerEngine with only the recognizers `cfg.entities` needs."
     _offline_tldextract()
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer,
                                                           IpRecognizer, PhoneRecognizer, SpacyRecognizer,
                                                           UsSsnRecognizer)
     want = set(cfg.entities)
-    from presidio_analyzer import Pattern
     mastercard_2series = Pattern("mastercard 2-series", r"\b2(?:2[2-9]\d|[3-6]\d{2}|7[01]\d|720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3)
     recognizers = [EmailRecognizer(), PhoneRecognizer(supported_regions=tuple(cfg.phone_regions)),
                    CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, mastercard_2series]),
@@ -157,7 +157,7 @@ def build_analyzer(cfg: PIIConfig):
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
         def process_text(self, text, language):
-            return super().process_text(blank_non_names(text, cfg.name_gazetteer), language)
+            return super().process_text(blank_non_names(text, cfg.name_gazetteer) if model else text, language)
     nlp_engine = BlankingSpacyNlpEngine(models=[{"lang_code": "en", "model_name": model or "blank:en"}],
                                 ner_model_configuration=NerModelConfiguration(
                                     model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
