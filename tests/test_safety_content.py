@@ -202,3 +202,14 @@ def test_safety_cli(tmp_path):
     assert json.loads(out.read_text())["messages"][0]["content"] == "SSN <US_SSN>"
     r = run(safety_app, ["scan", "--file", str(src)])
     assert json.loads(r.stdout)["pii_by_entity"] == {"US_SSN": 1}
+
+
+def test_scan_names_the_bad_line(tmp_path, guard):
+    from llm_platform.safety.scan import scan_jsonl
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"text": "fine"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a JSON object"):
+        scan_jsonl(p, guard)
+    p.write_text('{"text": "fine"}\n\n{oops\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:3: not JSON"):
+        scan_jsonl(p, guard)

@@ -60,6 +60,8 @@ def scan_jsonl(path: str | Path, guard: Guardrails, masked_path: str | Path | No
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
+                if not isinstance(rec, dict):
+                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
                 summary, masked = scan_record(rec, guard)
                 totals.update(summary["pii"]); cats.update(summary["content"]); actions[summary["action"]] += 1
                 if summary["pii"] or summary["content"]:

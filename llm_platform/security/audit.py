@@ -129,7 +129,7 @@ def verify_log(path: str | Path, key_env: str | None = "LLM_PLATFORM_AUDIT_KEY")
             except (json.JSONDecodeError, AttributeError):
                 return AuditReport(False, n, n, "not a JSON record")
             if _seal(body, key) != rec.get("hash"):
-                return AuditReport(False, n, n, "record hash does not match its content (edited)")
+                return AuditReport(False, n, n, "record hash does not match its content (edited, or checked with another key)")
             if rec.get("seq") != n - 1:
                 return AuditReport(False, n, n, f"seq {rec.get('seq')} at position {n - 1} (records deleted or moved)")
             if rec.get("prev") != prev:
