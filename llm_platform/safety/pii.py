@@ -37,6 +37,7 @@ class PIIConfig(Strict):
     hash_salt_env: str | None = None                     # env var with a salt: stable hashes; unset: random per call
     encrypt_key_env: str = "LLM_PLATFORM_PII_KEY"        # env var with a 16/24/32-byte key for encrypt/decrypt
     name_gazetteer: bool = True                          # keep a PERSON only if a word is a census first/last name
+    ner_window: int = Field(3, ge=1)                     # with the gazetteer: words of context NER sees around a name
 
 @dataclass(frozen=True)
 class Finding:
@@ -74,7 +75,7 @@ _NOT_NAME_RUN = re.compile(r"\S*[\d@/=_+\\|<>{}\[\]#$%^&*~`]\S*|\S{25,}")
 
 _TOKEN = re.compile(r"\S+")
 
-def blank_non_names(text: str, gazetteer: bool = False, window: int = 4) -> str:
+def blank_non_names(text: str, gazetteer: bool = False, window: int = 3) -> str:
     "Same-length text where what cannot be (or yield) a name is `x`s: what NER gets to see."
     text = _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
     if not gazetteer:
@@ -157,7 +158,8 @@ def build_analyzer(cfg: PIIConfig):
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
         def process_text(self, text, language):
-            return super().process_text(blank_non_names(text, cfg.name_gazetteer) if model else text, language)
+            return super().process_text(blank_non_names(text, cfg.name_gazetteer, cfg.ner_window) if model else text,
+                                        language)
     nlp_engine = BlankingSpacyNlpEngine(models=[{"lang_code": "en", "model_name": model or "blank:en"}],
                                 ner_model_configuration=NerModelConfiguration(
                                     model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
