@@ -130,3 +130,9 @@ def test_hook_works_in_the_data_validator(tmp_path):
     assert verdicts[0].check is None and verdicts[1].check == "pii"
     assert "PHONE_NUMBER" in verdicts[1].reason and "Maria" not in verdicts[1].reason and "7946" not in verdicts[1].reason
     assert [str(f) for f in find_pii("SSN 536-22-1234")] == ["US_SSN"]
+
+
+def test_context_words_still_count(engine):
+    "Presidio's context words raise weak matches even though NER reads a blanked text."
+    assert [f.entity for f in engine.analyze("My SSN is 536221234.")] == ["US_SSN"]    # 9 digits: weak alone
+    assert engine.analyze("Order 536221234 shipped.") == []

@@ -57,8 +57,8 @@ def _offline_tldextract() -> None:
         tx.TLD_EXTRACTOR = tx.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 @functools.cache
-def _spacy_pipeline(model: str):
-    "The spaCy model with NER only; lemma := lower-cased word (for Presidio's context words)."
+def _spacy_pipeline(model: str | None):
+    "The spaCy model with NER only (None: a blank English tokenizer); lemma := lower-cased word."
     import spacy
     from spacy.language import Language
     if "llmp_lower_lemma" not in Language.factories:
@@ -67,7 +67,10 @@ def _spacy_pipeline(model: str):
             for tok in doc:
                 tok.lemma_ = tok.lower_
             return doc
-    nlp = spacy.load(model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+    if model is None:
+        nlp = spacy.blank("en")
+    else:
+        nlp = spacy.load(model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
     nlp.add_pipe("llmp_lower_lemma")
     return nlp
 
@@ -157,20 +160,22 @@ def build_analyzer(cfg: PIIConfig):
         recognizers += [SpacyRecognizer(supported_entities=["PERSON"]), _cue_recognizer()]
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
+        "NER reads the blanked text; tokens and lemmas (Presidio's context words) come from the original."
         def process_text(self, text, language):
-            return super().process_text(blank_non_names(text, cfg.name_gazetteer, cfg.ner_window) if model else text,
-                                        language)
+            from spacy.util import filter_spans
+            doc = _spacy_pipeline(None)(text)
+            if model:
+                ner = self.nlp[language](blank_non_names(text, cfg.name_gazetteer, cfg.ner_window))
+                doc.ents = filter_spans([s for e in ner.ents if (s := doc.char_span(
+                    e.start_char, e.end_char, label=e.label_, alignment_mode="expand")) is not None])
+            return self._doc_to_nlp_artifact(doc, language)
     nlp_engine = BlankingSpacyNlpEngine(models=[{"lang_code": "en", "model_name": model or "blank:en"}],
                                 ner_model_configuration=NerModelConfiguration(
                                     model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
                                     labels_to_ignore=["ORG", "GPE", "LOC", "DATE", "TIME", "NORP", "FAC", "CARDINAL",
                                                       "MONEY", "PERCENT", "ORDINAL", "QUANTITY", "EVENT", "LAW",
                                                       "LANGUAGE", "PRODUCT", "WORK_OF_ART"]))
-    if model:
-        nlp_engine.nlp = {"en": _spacy_pipeline(model)}
-    else:                                                      # no NER: a blank tokenizer for context words
-        import spacy
-        nlp_engine.nlp = {"en": spacy.blank("en")}
+    nlp_engine.nlp = {"en": _spacy_pipeline(model)}
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
 
 # %% ../../nbs/50_safety_pii.ipynb #7e590b74
