@@ -38,6 +38,7 @@ class PIIConfig(Strict):
     encrypt_key_env: str = "LLM_PLATFORM_PII_KEY"        # env var with a 16/24/32-byte key for encrypt/decrypt
     name_gazetteer: bool = True                          # keep a PERSON only if a word is a census first/last name
     ner_window: int = Field(3, ge=1)                     # with the gazetteer: words of context NER sees around a name
+    max_vocab_strings: int = Field(200_000, gt=0)        # rebuild a spaCy pipeline after it learns this many strings
 
 @dataclass(frozen=True)
 class Finding:
@@ -56,8 +57,7 @@ def _offline_tldextract() -> None:
     if tx.TLD_EXTRACTOR.suffix_list_urls:
         tx.TLD_EXTRACTOR = tx.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
-@functools.cache
-def _spacy_pipeline(model: str | None):
+def _build_pipeline(model: str | None):
     "The spaCy model with NER only (None: a blank English tokenizer); lemma := lower-cased word."
     import spacy
     from spacy.language import Language
@@ -73,6 +73,8 @@ def _spacy_pipeline(model: str | None):
         nlp = spacy.load(model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
     nlp.add_pipe("llmp_lower_lemma")
     return nlp
+
+_spacy_pipeline = functools.cache(_build_pipeline)   # engines share the loaded model until one outgrows it
 
 _NOT_NAME_RUN = re.compile(r"\S*[\d@/=_+\\|<>{}\[\]#$%^&*~`]\S*|\S{25,}")
 
@@ -161,14 +163,29 @@ def build_analyzer(cfg: PIIConfig):
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
         "NER reads the blanked text; tokens and lemmas (Presidio's context words) come from the original."
+        tokenizer = _spacy_pipeline(None)
         def process_text(self, text, language):
             from spacy.util import filter_spans
-            doc = _spacy_pipeline(None)(text)
+            self._bound_vocab(language)
+            doc = self.tokenizer(text)
             if model:
                 ner = self.nlp[language](blank_non_names(text, cfg.name_gazetteer, cfg.ner_window))
                 doc.ents = filter_spans([s for e in ner.ents if (s := doc.char_span(
                     e.start_char, e.end_char, label=e.label_, alignment_mode="expand")) is not None])
             return self._doc_to_nlp_artifact(doc, language)
+        def _bound_vocab(self, language):
+            "spaCy keeps every string it has seen: swap in a fresh pipeline before memory grows without bound."
+            base = self.__dict__.setdefault("_base", {})
+            for key, nlp in [("tok", self.tokenizer), ("ner", self.nlp[language] if model else None)]:
+                if nlp is None:
+                    continue
+                n = len(nlp.vocab.strings)
+                if n - base.setdefault((key, id(nlp)), n) > cfg.max_vocab_strings:   # growth since it was built
+                    fresh = _build_pipeline(None if key == "tok" else model)          # ~0.1 s / ~0.4 s
+                    if key == "tok":
+                        self.tokenizer = fresh
+                    else:
+                        self.nlp[language] = fresh
     nlp_engine = BlankingSpacyNlpEngine(models=[{"lang_code": "en", "model_name": model or "blank:en"}],
                                 ner_model_configuration=NerModelConfiguration(
                                     model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
