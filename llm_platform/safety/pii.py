@@ -167,9 +167,10 @@ def build_analyzer(cfg: PIIConfig):
         def process_text(self, text, language):
             from spacy.util import filter_spans
             self._bound_vocab(language)
-            doc = self.tokenizer(text)
+            words = blank_non_names(text)              # context words intact; numbers and keys are x-runs
+            doc = self.tokenizer(words)               # (unique numbers would each cost a new spaCy lexeme)
             if model:
-                ner = self.nlp[language](blank_non_names(text, cfg.name_gazetteer, cfg.ner_window))
+                ner = self.nlp[language](blank_non_names(words, cfg.name_gazetteer, cfg.ner_window))
                 doc.ents = filter_spans([s for e in ner.ents if (s := doc.char_span(
                     e.start_char, e.end_char, label=e.label_, alignment_mode="expand")) is not None])
             return self._doc_to_nlp_artifact(doc, language)
