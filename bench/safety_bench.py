@@ -5,6 +5,8 @@ called alternately text by text in one process, so machine noise hits both alike
 analyze + anonymize (ours: `PIIEngine.mask` with its configured operators; default: `AnalyzerEngine()`'s
 recognizers with the default NLP config, then `AnonymizerEngine().anonymize` with its default replace).
 Also prints precision/recall of both on the labelled set (masking, type-agnostic, and per entity).
+Latency columns: wall time per call, thread CPU time per call (pooled over rounds), and "best": for each
+text the lowest CPU time of the rounds, then the p95 over texts (least disturbed by other jobs).
 
     PYTHONPATH=. .venv/bin/python bench/safety_bench.py            # ~1 min
     PYTHONPATH=. .venv/bin/python bench/safety_bench.py --rounds 1 --json out.json
@@ -71,24 +73,29 @@ def main():
                "presidio_default": score_spans(cases, lambda t: spans_of(default.analyze(t, language="en")),
                                                list(ENTITIES))}
     tokens = [len(TOKEN.findall(t)) for t in texts]
+    n = len(texts)
     out = {"texts": len(texts), "tokens_per_text_mean": round(statistics.mean(tokens), 1), "rounds": args.rounds,
            "cases": len(cases), "cpu": platform.processor() or platform.machine(), "loadavg_start": os.getloadavg(),
            "load_s": {"ours": round(load_ours, 2), "presidio_default": round(load_default, 2)}}
     for k, xs in lat.items():
         out[k] = {"texts_per_s": round(len(xs) / sum(xs), 1), "p50_ms": round(pct(xs, 0.5) * 1e3, 2),
                   "p95_ms": round(pct(xs, 0.95) * 1e3, 2), "cpu_p50_ms": round(pct(cpu[k], 0.5) * 1e3, 2),
-                  "cpu_p95_ms": round(pct(cpu[k], 0.95) * 1e3, 2), "masking": quality[k]["masking"],
+                  "cpu_p95_ms": round(pct(cpu[k], 0.95) * 1e3, 2),
+                  # per text, the fastest of the rounds: what the code costs when the machine lets it run
+                  "best_p95_ms": round(pct([min(cpu[k][r * n + i] for r in range(args.rounds)) for i in range(n)],
+                                           0.95) * 1e3, 2),
+                  "masking": quality[k]["masking"],
                   "negatives_flagged": quality[k]["negatives_flagged"],
                   "per_entity": {e: (v["precision"], v["recall"]) for e, v in quality[k]["per_entity"].items()},
                   "other_types_fp": quality[k]["other_types_fp"]}
     print(f"{len(texts)} texts x {args.rounds} rounds, ~{out['tokens_per_text_mean']} tokens each; {len(cases)} labelled cases")
     print(f"load average at start {out['loadavg_start'][0]:.2f}, at end {os.getloadavg()[0]:.2f} (2 vCPUs)")
-    print(f"{'':18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'cpu p50':>9}{'cpu p95':>9}{'mask P':>9}{'mask R':>9}"
-          f"{'neg flagged':>13}")
+    print(f"{'':18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'cpu p50':>9}{'cpu p95':>9}{'best p95':>9}{'mask P':>9}"
+          f"{'mask R':>9}{'neg flagged':>13}")
     for k in sides:
         o = out[k]
         print(f"{k:18}{o['texts_per_s']:9.1f}{o['p50_ms']:9.2f}{o['p95_ms']:9.2f}{o['cpu_p50_ms']:9.2f}"
-              f"{o['cpu_p95_ms']:9.2f}{o['masking']['precision']:9.3f}"
+              f"{o['cpu_p95_ms']:9.2f}{o['best_p95_ms']:9.2f}{o['masking']['precision']:9.3f}"
               f"{o['masking']['recall']:9.3f}{o['negatives_flagged']:>8}/{len(cases) - sum(bool(c['spans']) for c in cases)}")
     print("per entity (precision, recall):")
     for e in ENTITIES:
