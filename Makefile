@@ -74,9 +74,10 @@ lab: setup       ## JupyterLab on the project's kernel (installs the lab extra o
 	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab
 	$(BIN)/jupyter lab --notebook-dir=.
 
-bench: setup     ## serving and training benchmarks (minutes); figures go to docs/benchmarks.md
+bench: setup     ## serving, training and safety benchmarks (minutes); figures go to docs/benchmarks.md
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/safety_bench.py
 
 clean:           ## remove runs and caches (keeps .venv)
 	rm -rf runs .cache _proc

@@ -17,6 +17,9 @@ from rich.table import Table
 
 from .config import ConfigError, ModelConfig, ServingConfig, UIConfig, load_config
 from .core import find_project_root, resolve_path
+from .safety.scan import safety_app
+from .security.audit import audit_app
+from .security.auth import keys_app
 
 app = typer.Typer(help="llm_platform: fine-tune and serve language models, from notebooks to an OpenAI API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +30,9 @@ train_app = typer.Typer(help="Fine-tuning: LoRA, QLoRA, full, DPO; distributed; 
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+app.add_typer(safety_app, name="safety")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 app.add_typer(pipeline_app, name="pipeline")
 console = Console(stderr=True)
 

@@ -18,7 +18,8 @@ from .core import find_project_root, resolve_path
 __all__ = ['STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig',
            'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig', 'SearchRange',
            'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig',
-           'MLflowConfig', 'PipelineConfig', 'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
+           'MLflowConfig', 'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides', 'load_config',
+           'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
 class Strict(BaseModel):
@@ -269,11 +270,23 @@ class PipelineConfig(Strict):
     kernel_name: str = "llm-platform"               # the Jupyter kernel `make setup` registers
     step_timeout_s: int | None = None               # papermill per-cell timeout
 
-CONFIG_KINDS: dict[str, type[Strict]] = {
+# The model of each configs/<folder>/*.yaml. `config` imports nothing else of the package, so a
+# section owned by a capability module is named "module:Class" and imported on use.
+CONFIG_KINDS: dict[str, type[Strict] | str] = {
     "pipelines": PipelineConfig, "models": ModelConfig, "serving": ServingConfig, "ui": UIConfig,
-    "training": TrainConfig}
+    "training": TrainConfig, "safety": "llm_platform.safety.guardrails:SafetyConfig"}
 # Files whose kind differs from their folder's, by file name.
 CONFIG_FILE_KINDS: dict[str, type[Strict]] = {"hyperparameter_space.yaml": SearchSpaceConfig}
+
+def config_kind(path: str | Path) -> type[Strict] | None:
+    "The config model for a YAML under configs/: by file name, else by folder (importing a lazily named one)."
+    path = Path(path)
+    kind = CONFIG_FILE_KINDS.get(path.name) or CONFIG_KINDS.get(path.parent.name)
+    if isinstance(kind, str):
+        import importlib
+        module, _, name = kind.partition(":")
+        kind = getattr(importlib.import_module(module), name)
+    return kind
 
 # %% ../nbs/01_config.ipynb #3b76e0dd
 class ConfigError(ValueError):
@@ -361,7 +374,7 @@ def load_config(path: str | Path,                        # YAML file (relative p
     path = resolve_path(path, root)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
-    kind = kind or CONFIG_FILE_KINDS.get(path.name) or CONFIG_KINDS.get(path.parent.name)
+    kind = kind or config_kind(path)
     if kind is None:
         raise ConfigError(f"{path}: cannot tell the config kind from folder {path.parent.name!r}; "
                           f"expected one of {sorted(CONFIG_KINDS)}")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_platform.config import CONFIG_FILE_KINDS, CONFIG_KINDS, ConfigError, PipelineConfig, load_config
+from llm_platform.config import ConfigError, PipelineConfig, config_kind, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -15,7 +15,7 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_validates(path):
-    kind = CONFIG_FILE_KINDS.get(path.name) or CONFIG_KINDS.get(path.parent.name)
+    kind = config_kind(path)
     assert kind, f"{path}: folder has no config model in CONFIG_KINDS"
     cfg = load_config(path)
     assert isinstance(cfg, kind)
