@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import tempfile
+from array import array
 from itertools import chain
 
 import numpy as np
@@ -14,14 +15,13 @@ import xxhash
 from ..config import DedupConfig
 
 _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
-_LOW32 = np.uint64(0xFFFFFFFF)
 
 # %% auto #0
 __all__ = ['SortedRuns', 'equal_groups', 'Places', 'ExactIndex', 'NearDuplicateIndex']
 
 # %% ../../nbs/16_data_dedup.ipynb #40ff4577
 class SortedRuns:
-    "A multiset of uint64 keys (optionally each with a uint32 value) in sorted runs, merged like a binary counter."
+    "A multiset of integer keys (optionally each with a uint32 value) in sorted runs, merged like a binary counter."
     def __init__(self, values: bool = True):
         self.keys: list[np.ndarray] = []
         self.vals: list[np.ndarray] | None = [] if values else None
@@ -43,14 +43,21 @@ class SortedRuns:
             if self.vals is not None:
                 v = np.concatenate(self.vals[-2:]); del self.vals[-2:]; self.vals.append(v[order])
 
-    def lookup(self, lo: np.ndarray, hi: np.ndarray | None = None) -> dict[int, list[int]]:
-        "For the queries that hit: query index -> values (or, without values, keys) stored in [lo, hi] (hi: lo)."
+    def lookup(self, q: np.ndarray) -> dict[int, list[int]]:
+        "For the queries that hit: query index -> the values (or, without values, the keys) stored under it."
         out: dict[int, list[int]] = {}
+        if not self.keys or not len(q):
+            return out
+        order = np.argsort(q, kind="stable")
+        qs = q[order]                 # sorted queries: each binary search starts where the last ended (cache-friendly)
         for n, keys in enumerate(self.keys):
             vals = self.vals[n] if self.vals is not None else keys
-            a = np.searchsorted(keys, lo, "left"); b = np.searchsorted(keys, lo if hi is None else hi, "right")
-            for i in np.flatnonzero(b > a).tolist():
-                out.setdefault(i, []).extend(vals[a[i]:b[i]].tolist())
+            at = np.searchsorted(keys, qs)
+            hit = np.flatnonzero(keys[np.minimum(at, len(keys) - 1)] == qs)
+            for i in hit.tolist():
+                j, key = int(at[i]), qs[i]
+                while j < len(keys) and keys[j] == key:       # equal keys: usually one
+                    out.setdefault(int(order[i]), []).append(int(vals[j])); j += 1
         return out
 
 def equal_groups(keys: np.ndarray) -> dict[int, list[int]]:
@@ -71,21 +78,23 @@ def equal_groups(keys: np.ndarray) -> dict[int, list[int]]:
 
 # %% ../../nbs/16_data_dedup.ipynb #5c4712de
 class Places:
-    "Per entry: a file id (uint16), a line (uint32) and a tag (uint32, e.g. the split group)."
+    "Per entry: a file id (uint16), a line (uint32) and a tag (uint32, e.g. the split group), in compact arrays."
     def __init__(self):
         self.sources: list[str] = []
-        self.src, self.line, self.tag = np.zeros(1024, np.uint16), np.zeros(1024, np.uint32), np.zeros(1024, np.uint32)
-        self.n = 0
+        self.src, self.line, self.tag = array("H"), array("I"), array("I")
+        self._last: tuple[str, int] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.line)
 
     def append(self, source: str, line: int, tag: int = 0) -> int:
-        if self.n == len(self.line):
-            self.src, self.line, self.tag = (np.resize(x, 2 * self.n) for x in (self.src, self.line, self.tag))
-        if not self.sources or self.sources[-1] != source:
+        if self._last is None or self._last[0] != source:
             if source not in self.sources:
                 self.sources.append(source)
-        self.src[self.n], self.line[self.n], self.tag[self.n] = self.sources.index(source), line, tag
-        self.n += 1
-        return self.n - 1
+            self._last = (source, self.sources.index(source))
+        self.src.append(self._last[1]); self.line.append(line); self.tag.append(tag)
+        return len(self.line) - 1
 
     def where(self, i: int) -> str:
         return f"{self.sources[self.src[i]]}:{self.line[i]}"
@@ -108,12 +117,15 @@ class ExactIndex:
         "The entry that first had row k's key: stored earlier, or added earlier in this batch."
         if k in self.found:
             return self.found[k]
-        return next((self.first_of[g] for g in self.twins.get(k, ()) if g in self.first_of), None)
+        if k not in self.twins:
+            return None
+        return next((self.first_of[g] for g in self.twins[k] if g in self.first_of), None)
 
     def add(self, k: int, source: str, line: int) -> int:
         self.added[k] = entry = self.places.append(source, line)
-        for g in self.twins.get(k, ()):
-            self.first_of.setdefault(g, entry)
+        if k in self.twins:
+            for g in self.twins[k]:
+                self.first_of.setdefault(g, entry)
         return entry
 
     def end(self) -> None:
@@ -134,10 +146,11 @@ class NearDuplicateIndex:
         self.mult = rng.integers(1, 2**63 - 1, self.rows, dtype=np.uint64) | np.uint64(1)
         self.gram_mult = rng.integers(1, 2**63 - 1, cfg.ngram, dtype=np.uint64) | np.uint64(1)
         self.band_salt = rng.integers(1, 2**63 - 1, cfg.bands, dtype=np.uint64)
-        self.runs = SortedRuns(values=False)      # (band key << 32) | position
+        self.runs = SortedRuns()                  # band key (uint32) -> position
         self.recent = np.zeros((buffer, cfg.num_perm), dtype=np.uint32)   # signatures not yet on disk
         self.disk = tempfile.TemporaryFile()
-        self.n = self.on_disk = 0
+        self.n = self.on_disk = self.first = 0
+        self.added: dict[int, int] = {}
 
     def signatures(self, texts: list[str] | list[bytes], chunk: int = 256) -> np.ndarray:
         "MinHash signatures of many texts in one vectorised pass: shape (len(texts), num_perm)."
@@ -180,17 +193,18 @@ class NearDuplicateIndex:
         "Look a batch up: LSH candidates among stored signatures, and pairs sharing a band inside the batch."
         self.sigs = sigs
         self.keys = self.band_keys(sigs) if keys is None else keys
-        q = (self.keys.astype(np.uint64) << np.uint64(32)).ravel()
-        hits = self.runs.lookup(q, q | _LOW32) if len(self.runs) else {}
         self.found: dict[int, set[int]] = {}
-        for i, entries in hits.items():
-            self.found.setdefault(i // self.cfg.bands, set()).update(e & 0xFFFFFFFF for e in entries)
+        for i, positions in self.runs.lookup(self.keys.ravel()).items():
+            self.found.setdefault(i // self.cfg.bands, set()).update(positions)
         self.twins = equal_groups(self.keys) if len(sigs) > 1 else {}
         self.twin_pos: dict[int, list[int]] = {}      # band value shared inside the batch -> positions added
-        self.added: dict[int, int] = {}
+        self.added: dict[int, int] = {}               # batch row -> position; signatures are stored at `end`
+        self.first = self.n
 
     def match(self, k: int) -> tuple[int, float] | None:
         "(position, estimated Jaccard) of the most similar stored signature sharing a band with row k (earliest on ties)."
+        if k not in self.found and k not in self.twins:
+            return None
         cands = self.found.get(k, set()).union(*(self.twin_pos.get(g, ()) for g in self.twins.get(k, ())))
         if not cands:
             return None
@@ -201,26 +215,36 @@ class NearDuplicateIndex:
 
     def add(self, k: int) -> int:
         "Store row k's signature; returns its position."
-        if self.n - self.on_disk == len(self.recent):
-            self.disk.seek(0, 2); self.disk.write(self.recent.tobytes()); self.on_disk = self.n
-        self.recent[self.n - self.on_disk] = self.sigs[k]
         self.added[k] = self.n
-        for g in self.twins.get(k, ()):
-            self.twin_pos.setdefault(g, []).append(self.n)
+        if k in self.twins:
+            for g in self.twins[k]:
+                self.twin_pos.setdefault(g, []).append(self.n)
         self.n += 1
         return self.n - 1
 
     def end(self) -> None:
+        "File the batch: band keys into a new run, signatures into the buffer (and the buffer to disk when full)."
         rows = list(self.added)
-        pos = np.fromiter(self.added.values(), np.uint64, len(rows))
-        self.runs.add(((self.keys[rows].astype(np.uint64) << np.uint64(32)) | pos[:, None]).ravel())
+        self.runs.add(self.keys[rows].ravel(), np.repeat(np.arange(self.first, self.n, dtype=np.uint32), self.cfg.bands))
+        for i in range(0, len(rows), len(self.recent)):
+            part = rows[i: i + len(self.recent)]
+            free = len(self.recent) - (self.first + i - self.on_disk)
+            if free < len(part):
+                self.disk.seek(0, 2); self.disk.write(self.recent[: self.first + i - self.on_disk].tobytes())
+                self.on_disk = self.first + i
+            at = self.first + i - self.on_disk
+            self.recent[at: at + len(part)] = self.sigs[part]
+        self.added = {}
 
     def stored(self, positions: np.ndarray) -> np.ndarray:
-        "Signatures at `positions`: recent ones from memory, older ones read back from the temporary file."
+        "Signatures at `positions`: this batch's from the batch, recent ones from memory, older ones from disk."
         out = np.empty((len(positions), self.cfg.num_perm), dtype=np.uint32)
         size = self.cfg.num_perm * 4
+        row_of = {p: r for r, p in self.added.items()} if positions.max() >= self.first else {}
         for i, p in enumerate(positions.tolist()):
-            if p >= self.on_disk:
+            if p >= self.first:
+                out[i] = self.sigs[row_of[p]]
+            elif p >= self.on_disk:
                 out[i] = self.recent[p - self.on_disk]
             else:
                 self.disk.seek(p * size); out[i] = np.frombuffer(self.disk.read(size), dtype=np.uint32)

@@ -69,7 +69,7 @@ class Verdict:
 @dataclass
 class Screened:
     "What the stateless checks found in a batch: verdicts, and for each live record its duplicate keys."
-    verdicts: list[Verdict]
+    verdicts: list[Verdict | None]      # None: passed checks 1-6, with nothing to report (between processes)
     live: list[int]                     # positions of records that passed checks 1-6
     exact: list[int]                    # xxh64 of each live record's folded text (empty: exact check off)
     sigs: np.ndarray | None = None      # MinHash signatures of live records (None: near checks off)
@@ -138,12 +138,12 @@ class RecordValidator:
             verdicts[i].record.setdefault("id", f"{raws[i].source}:{raws[i].line}")
         return out
 
-    def judge(self, raws: list[RawRecord], s: Screened) -> list[Verdict]:
-        "Duplicate checks in input order: each record against everything accepted before it, batch included."
+    def judge(self, origins: list[tuple[str, int]], s: Screened) -> list[Verdict]:
+        "Duplicate checks in input order (`origins`: each record's source and line), against everything kept before."
         verdicts, d = s.verdicts, self.cfg.dedup
-        for raw, v in zip(raws, verdicts):
-            if v.warning:
-                self.warnings.append({"source": raw.source, "line": raw.line, "warning": v.warning})
+        for (source, line), v in zip(origins, verdicts):
+            if v is not None and v.warning:
+                self.warnings.append({"source": source, "line": line, "warning": v.warning})
         exact = self._exact if d.exact else None
         near = self._near if s.live else None
         if exact is not None:
@@ -151,12 +151,14 @@ class RecordValidator:
         if near is not None:
             near.begin(s.sigs, s.bands)
         for k, i in enumerate(s.live):
-            raw, v = raws[i], verdicts[i]
+            (source, line), v = origins[i], verdicts[i]
+            if v is None:                       # sent without its record (see data.prepare): accepted so far
+                v = verdicts[i] = Verdict()
             if exact is not None:
                 if (first := exact.first(k)) is not None:
                     verdicts[i] = Verdict(check="exact_duplicate", reason=f"exact duplicate of {exact.where(first)}")
                     continue
-                exact.add(k, raw.source, raw.line)
+                exact.add(k, source, line)
             if near is not None:
                 m = near.match(k)
                 if m and d.near_threshold is not None and m[1] >= d.near_threshold:
@@ -166,7 +168,7 @@ class RecordValidator:
                 pos = near.add(k)
                 close = m is not None and d.group_threshold is not None and m[1] >= d.group_threshold
                 v.group = int(self._places.tag[m[0]]) if close else pos
-                self._places.append(raw.source, raw.line, v.group)
+                self._places.append(source, line, v.group)
         if exact is not None:
             exact.end()
         if near is not None:
@@ -175,7 +177,7 @@ class RecordValidator:
 
     def check_batch(self, raws: list[RawRecord]) -> list[Verdict]:
         "Verdicts for records in order (`screen` then `judge`)."
-        return self.judge(raws, self.screen(raws))
+        return self.judge([(r.source, r.line) for r in raws], self.screen(raws))
 
     def check(self, raw: RawRecord) -> Verdict:
         "The verdict for one record (see `check_batch`)."
