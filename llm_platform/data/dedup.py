@@ -10,7 +10,6 @@ from array import array
 from itertools import chain
 
 import numpy as np
-import xxhash
 
 from ..config import DedupConfig
 
@@ -136,6 +135,20 @@ class ExactIndex:
         return self.places.where(entry)
 
 # %% ../../nbs/16_data_dedup.ipynb #2e88055a
+def _word_hashes(text: bytes) -> np.ndarray:
+    "A 64-bit hash of each space-separated word, all at once: a polynomial over its bytes, then a mixer."
+    if not text:
+        return np.zeros(0, np.uint64)
+    b = np.frombuffer(text, dtype=np.uint8)
+    space = b == 32
+    starts = np.flatnonzero(np.r_[True, space[:-1]] & ~space)          # first byte of each word
+    pos = np.arange(len(b)) - np.maximum.accumulate(np.where(np.r_[True, space[:-1]], np.arange(len(b)), 0))
+    with np.errstate(over="ignore"):
+        powers = _M1 ** np.arange(int(pos.max()) + 1, dtype=np.uint64)  # wrapping uint64 powers
+        h = np.add.reduceat(np.where(space, np.uint64(0), (b.astype(np.uint64) + np.uint64(1)) * powers[pos]), starts)
+        h ^= h >> np.uint64(33); h *= _M2; h ^= h >> np.uint64(29)
+    return h
+
 class NearDuplicateIndex:
     "MinHash signatures of word n-grams with banded LSH; `match` finds the most similar earlier text."
     def __init__(self, cfg: DedupConfig = DedupConfig(), seed: int = 0, buffer: int = 8192):
@@ -153,14 +166,14 @@ class NearDuplicateIndex:
         self.added: dict[int, int] = {}
 
     def signatures(self, texts: list[str] | list[bytes], chunk: int = 256) -> np.ndarray:
-        "MinHash signatures of many texts in one vectorised pass: shape (len(texts), num_perm)."
+        "MinHash signatures, shape (len(texts), num_perm); bytes must be folded (`conversation_text`: single spaces)."
         if len(texts) > chunk:
             return np.concatenate([self.signatures(texts[i: i + chunk]) for i in range(0, len(texts), chunk)])
         if not texts:
             return np.zeros((0, self.cfg.num_perm), dtype=np.uint32)
-        words = [(t.encode() if isinstance(t, str) else t).split() for t in texts]   # folded text: single spaces
-        lens = np.fromiter((len(w) for w in words), np.int64, len(words))
-        w = np.fromiter(map(xxhash.xxh64_intdigest, chain.from_iterable(words)), np.uint64, int(lens.sum()))
+        texts = [b" ".join(t.encode().split()) if isinstance(t, str) else t for t in texts]  # bytes: already folded
+        lens = np.fromiter((t.count(b" ") + 1 if t else 0 for t in texts), np.int64, len(texts))
+        w = _word_hashes(b" ".join(t for t in texts if t))
         w = np.concatenate([w, np.zeros(self.cfg.ngram, np.uint64)])       # padding for the last window
         k = self.cfg.ngram
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
