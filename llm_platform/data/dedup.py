@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import tempfile
 from array import array
-from itertools import chain
 
 import numpy as np
 
@@ -20,10 +19,12 @@ __all__ = ['SortedRuns', 'equal_groups', 'Places', 'ExactIndex', 'NearDuplicateI
 
 # %% ../../nbs/16_data_dedup.ipynb #40ff4577
 class SortedRuns:
-    "A multiset of integer keys (optionally each with a uint32 value) in sorted runs, merged like a binary counter."
-    def __init__(self, values: bool = True):
+    """A multiset of integer keys in sorted runs, merged like a binary counter. With `values`, each key has a
+    uint32 value beside it; without, a key can carry its value in its low `shift` bits (one array, sorted in place)."""
+    def __init__(self, values: bool = True, shift: int = 0):
         self.keys: list[np.ndarray] = []
         self.vals: list[np.ndarray] | None = [] if values else None
+        self.shift = shift
 
     def __len__(self) -> int:
         return sum(len(k) for k in self.keys)
@@ -31,32 +32,39 @@ class SortedRuns:
     def add(self, keys: np.ndarray, vals: np.ndarray | None = None) -> None:
         if not len(keys):
             return
-        order = np.argsort(keys, kind="stable")
-        self.keys.append(keys[order])
-        if self.vals is not None:
-            self.vals.append(vals[order].astype(np.uint32))
+        if self.vals is None:
+            self.keys.append(np.sort(keys))
+        else:
+            order = np.argsort(keys, kind="stable")
+            self.keys.append(keys[order]); self.vals.append(vals[order].astype(np.uint32))
         while len(self.keys) > 1 and 2 * len(self.keys[-1]) >= len(self.keys[-2]):
-            k = np.concatenate(self.keys[-2:])
+            k = np.concatenate(self.keys[-2:]); del self.keys[-2:]
+            if self.vals is None:
+                k.sort(); self.keys.append(k)          # in place: the merge costs one copy of the data
+                continue
             order = np.argsort(k, kind="stable")     # older run first: equal keys keep insertion order
-            del self.keys[-2:]; self.keys.append(k[order])
-            if self.vals is not None:
-                v = np.concatenate(self.vals[-2:]); del self.vals[-2:]; self.vals.append(v[order])
+            self.keys.append(k[order])
+            v = np.concatenate(self.vals[-2:]); del self.vals[-2:]; self.vals.append(v[order])
 
     def lookup(self, q: np.ndarray) -> dict[int, list[int]]:
-        "For the queries that hit: query index -> the values (or, without values, the keys) stored under it."
+        "For the queries that hit: query index -> the values stored under it (or the keys, or their low bits)."
         out: dict[int, list[int]] = {}
         if not self.keys or not len(q):
             return out
         order = np.argsort(q, kind="stable")
-        qs = q[order]                 # sorted queries: each binary search starts where the last ended (cache-friendly)
+        qs = q[order].astype(self.keys[0].dtype)   # sorted queries: each binary search starts where the last ended
+        lo = qs << np.uint64(self.shift) if self.shift else qs
+        low = (1 << self.shift) - 1
         for n, keys in enumerate(self.keys):
-            vals = self.vals[n] if self.vals is not None else keys
-            at = np.searchsorted(keys, qs)
-            hit = np.flatnonzero(keys[np.minimum(at, len(keys) - 1)] == qs)
+            at = np.searchsorted(keys, lo)
+            found = keys[np.minimum(at, len(keys) - 1)]
+            hit = np.flatnonzero((found >> np.uint64(self.shift) if self.shift else found) == qs)
             for i in hit.tolist():
-                j, key = int(at[i]), qs[i]
-                while j < len(keys) and keys[j] == key:       # equal keys: usually one
-                    out.setdefault(int(order[i]), []).append(int(vals[j])); j += 1
+                j, key = int(at[i]), int(qs[i])
+                while j < len(keys) and int(keys[j]) >> self.shift == key:      # equal keys: usually one
+                    value = int(self.vals[n][j]) if self.vals is not None else int(keys[j]) & low if self.shift \
+                        else int(keys[j])
+                    out.setdefault(int(order[i]), []).append(value); j += 1
         return out
 
 def equal_groups(keys: np.ndarray) -> dict[int, list[int]]:
@@ -159,7 +167,7 @@ class NearDuplicateIndex:
         self.mult = rng.integers(1, 2**63 - 1, self.rows, dtype=np.uint64) | np.uint64(1)
         self.gram_mult = rng.integers(1, 2**63 - 1, cfg.ngram, dtype=np.uint64) | np.uint64(1)
         self.band_salt = rng.integers(1, 2**63 - 1, cfg.bands, dtype=np.uint64)
-        self.runs = SortedRuns()                  # band key (uint32) -> position
+        self.runs = SortedRuns(values=False, shift=32)    # (band key << 32) | position
         self.recent = np.zeros((buffer, cfg.num_perm), dtype=np.uint32)   # signatures not yet on disk
         self.disk = tempfile.TemporaryFile()
         self.n = self.on_disk = self.first = 0
@@ -238,7 +246,8 @@ class NearDuplicateIndex:
     def end(self) -> None:
         "File the batch: band keys into a new run, signatures into the buffer (and the buffer to disk when full)."
         rows = list(self.added)
-        self.runs.add(self.keys[rows].ravel(), np.repeat(np.arange(self.first, self.n, dtype=np.uint32), self.cfg.bands))
+        pos = np.repeat(np.arange(self.first, self.n, dtype=np.uint64), self.cfg.bands)
+        self.runs.add((self.keys[rows].ravel().astype(np.uint64) << np.uint64(32)) | pos)
         for i in range(0, len(rows), len(self.recent)):
             part = rows[i: i + len(self.recent)]
             free = len(self.recent) - (self.first + i - self.on_disk)

@@ -194,6 +194,8 @@ def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict
     src = resolve_path(cfg.path)
     t0 = time.perf_counter()
     workers = cfg.workers or os.cpu_count() or 1
+    if not cfg.workers and src.is_file() and src.stat().st_size < 2 * 2**20:
+        workers = 1         # auto: under 2 MB, starting workers costs more than it saves
     validator = RecordValidator(cfg)
     read, kept, reasons, groups = 0, 0, Counter(), _DistinctCount()
     lengths = [0] * (cfg.max_length + 1)          # a histogram of token counts: flat in the number of records
