@@ -92,6 +92,7 @@ class DataConfig(Strict):
     languages: list[str] | None = None              # keep only these language codes (needs language_hook)
     language_hook: str | None = None                # "module:function" text -> language code
     chat_template_kwargs: dict[str, Any] = {}       # e.g. {enable_thinking: false} for Qwen3
+    workers: int = Field(0, ge=0)                   # processes for checks + tokenizing; 0: one per CPU, 1: in-process
 
     @model_validator(mode="after")
     def _fractions(self):

@@ -134,3 +134,85 @@ def test_cli_validate_names_file_and_line(tmp_path):
     assert r.returncode == 0, r.stderr
     reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text())
     assert (reject["source"], reject["line"], reject["check"]) == (str(src), 2, "parse")
+
+
+def _mixed_file(path, n=2400):
+    "Conversations with every kind of fault, exact and near duplicates and non-ASCII text, spread over many chunks."
+    lines = []
+    for i in range(n):
+        q = f"How do I {['export', 'share', 'sync', 'lock'][i % 4]} notebook number {i} to {['PDF', 'team', 'phone'][i % 3]}?"
+        a = f"Open notebook {i}, then use the menu. Café ünïcode {i}." if i % 7 == 0 else f"Open notebook {i}, then the menu."
+        lines.append(json.dumps(chat(q, a), ensure_ascii=i % 2 == 0))
+        if i % 97 == 0:
+            lines.append('{"messages": [{"role": "user"')                        # broken JSON
+        if i % 89 == 0:
+            lines.append(json.dumps(chat(q, a)))                                  # exact duplicate
+        if i % 83 == 0:
+            lines.append(json.dumps(chat("Please, " + q, a)))                     # near duplicate
+        if i % 101 == 0:
+            lines.append(json.dumps(chat("word " * 300)))                         # too long
+    path.write_bytes(b"".join(x.encode() + b"\n" for x in lines) + b'{"messages": "caf\xe9"}\n')
+
+
+def test_workers_give_byte_identical_results(tmp_path, tokenizer):
+    src = tmp_path / "mixed.jsonl"
+    _mixed_file(src)
+    outs = {}
+    for workers in (1, 2):
+        cfg = DataConfig(path=str(src), max_length=128, test_fraction=0.1, workers=workers,
+                         dedup=DedupConfig(near_threshold=0.7))
+        s = prepare_dataset(cfg, tokenizer, tmp_path / f"w{workers}", batch_size=64)
+        outs[workers] = s
+    s1, s2 = outs[1], outs[2]
+    assert {k: v for k, v in s1.items() if k not in ("seconds", "records_per_second", "workers")} == \
+           {k: v for k, v in s2.items() if k not in ("seconds", "records_per_second", "workers")}
+    assert set(s1["reject_reasons"]) == {"parse", "exact_duplicate", "near_duplicate", "too_long"}, s1
+    for name in ["train", "val", "test", "train.tokens", "val.tokens", "test.tokens", "rejects"]:
+        a, b = (tmp_path / f"w{w}" / f"{name}.jsonl" for w in (1, 2))
+        assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_fast_tokenizer_path_matches_the_rust_tokenizer(tokenizer):
+    import random
+
+    from llm_platform.data.chat import ChatFormatter
+    from llm_platform.data.templates import TEMPLATE_VARIANTS, with_template
+    rng = random.Random(0)
+    bits = ["hello", " world", "It's", "they'll", "12", "3.5", "  ", "\n", "\n\n", " \n", "\t", "!!", "<|im_end|>",
+            "don't", "é", "\x01", "\x7f", "'S", "\r\n"]
+    alphabet = "abcXYZ019 '\t\n\r\x0b\x0c.,!?-_<>|#"
+
+    def text():
+        return "".join(rng.choice(bits) if rng.random() < 0.5 else
+                       "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 12)))
+    convs = []
+    for _ in range(300):
+        msgs = [{"role": "system", "content": text()}] if rng.random() < 0.3 else []
+        for _ in range(rng.randint(1, 3)):
+            msgs += [{"role": "user", "content": text()}, {"role": "assistant", "content": text()}]
+        convs.append(msgs)
+    for family, kwargs in TEMPLATE_VARIANTS:
+        tok = with_template(tokenizer, family)
+        fast, rust = ChatFormatter(tok, **kwargs), ChatFormatter(tok, **kwargs)
+        rust.bpe = None
+        assert repr(fast.encode_batch(convs)) == repr(rust.encode_batch(convs)), family
+
+
+def test_wrong_language_is_rejected_with_line_and_reason(tmp_path, tokenizer):
+    rows = [chat("How do I share a notebook with my whole team?", "Open it, choose Share, then add their emails."),
+            chat("Wie teile ich ein Notizbuch mit meinem ganzen Team?", "Öffne es, wähle Teilen und füge ihre Adressen hinzu."),
+            chat("Can I get my notes back after deleting them by mistake?", "Yes, from the Trash, for thirty days.")]
+    src = tmp_path / "lang.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = DataConfig(path=str(src), language_hook="llm_platform.data.validate:detect_language", languages=["en"])
+    s = prepare_dataset(cfg, tokenizer, tmp_path / "out")
+    rejects = [json.loads(x) for x in open(tmp_path / "out" / "rejects.jsonl")]
+    assert [(r["line"], r["check"]) for r in rejects] == [(2, "language")] and "'de'" in rejects[0]["reason"]
+    assert s["valid"] == 2 and s["read"] == 3
+
+
+def test_language_detector_on_labelled_short_turns():
+    from llm_platform.data.validate import detect_language
+    rows = [json.loads(x) for x in open(ROOT / "data/sample/languages.jsonl")]
+    right = sum(detect_language(r["text"]) == r["lang"] for r in rows)
+    assert len({r["lang"] for r in rows}) >= 10 and right / len(rows) >= 0.95, right

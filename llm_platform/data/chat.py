@@ -5,8 +5,11 @@
 # %% ../../nbs/10_data_chat.ipynb #786d3ebf
 from __future__ import annotations
 
+import bisect
 import functools
 import json
+import re
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ ROLES = ("system", "user", "assistant")
 
 # %% auto #0
 __all__ = ['ROLES', 'check_messages', 'read_jsonl', 'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat',
-           'ChatFormatter']
+           'ByteLevelBPE', 'ChatFormatter']
 
 # %% ../../nbs/10_data_chat.ipynb #1e3a2ba7
 def check_messages(messages: Any) -> str | None:
@@ -106,6 +109,98 @@ def _formatter(tokenizer, chat_template, max_length, template_items) -> ChatForm
     return ChatFormatter(tokenizer, max_length, **dict(template_items))
 
 # %% ../../nbs/10_data_chat.ipynb #abba9631
+_GPT2_ASCII = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""", re.ASCII)
+
+def _byte_chars() -> dict[int, str]:
+    "GPT-2's reversible byte -> printable character table."
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b); cs.append(256 + n); n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+class _PieceIds(dict):
+    "piece -> its BPE ids, computed by the tokenizer's own model on a miss."
+    def __init__(self, model):
+        super().__init__(); self.model = model
+        self.table = str.maketrans({chr(b): c for b, c in _byte_chars().items() if b < 128})
+    def __missing__(self, piece: str) -> list[int]:
+        ids = self[piece] = [t.id for t in self.model.tokenize(piece.translate(self.table))]
+        return ids
+
+class ByteLevelBPE:
+    "Exact ids and assistant labels for ASCII text, for tokenizers that are plain byte-level BPE (else `of` gives None)."
+    max_cache = 100_000          # pieces remembered (~150 bytes each); cleared when full
+
+    def __init__(self, raw):
+        added = raw.get_added_tokens_decoder()
+        self.added = {t.content: i for i, t in added.items()}
+        self.split = re.compile("(" + "|".join(re.escape(c) for c in sorted(self.added, key=len, reverse=True)) + ")")
+        self.ids = _PieceIds(raw.model)
+        self.segments: dict[str, list[int]] = {}
+
+    @classmethod
+    def of(cls, tokenizer) -> ByteLevelBPE | None:
+        raw = getattr(tokenizer, "_tokenizer", None)
+        if raw is None or raw.truncation or raw.padding:
+            return None
+        spec = json.loads(raw.to_str())
+        pre, model = spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+        post = json.dumps(spec.get("post_processor"))     # a ByteLevel post-processor that trims offsets changes masks
+        plain = ('"trim_offsets": true' not in post and spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+                 and not pre.get("add_prefix_space") and model.get("type") == "BPE" and not model.get("dropout")
+                 and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix")
+                 and all(not (t.lstrip or t.rstrip or t.single_word) for t in raw.get_added_tokens_decoder().values()))
+        return cls(raw) if plain else None
+
+    def encode(self, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
+        "`(input_ids, labels)` with labels = ids inside `spans`, -100 outside; None: not ASCII, or a piece straddles a span edge."
+        if not text.isascii():
+            return None
+        if len(self.ids) > self.max_cache:
+            self.ids.clear()
+        if len(self.segments) > 10_000:
+            self.segments.clear()
+        get, known, ids, starts, firsts, pos, pieces = self.ids.__getitem__, self.segments, [], [], [], 0, {}
+        segs = self.split.split(text)
+        for k, seg in enumerate(segs):
+            starts.append(pos); firsts.append(len(ids))
+            if k % 2:
+                ids.append(self.added[seg])
+            elif (seg_ids := known.get(seg)) is not None:        # template text that repeats: system prompts, headers
+                ids += seg_ids
+            else:
+                pieces[k] = found = _GPT2_ASCII.findall(seg)
+                seg_ids = list(chain.from_iterable(map(get, found)))
+                if len(seg) <= 128:
+                    known[seg] = seg_ids
+                ids += seg_ids
+            pos += len(seg)
+        starts.append(pos); firsts.append(len(ids))
+        labels = [-100] * len(ids)
+        for start, end in spans:
+            a, b = self._token_at(start, segs, starts, firsts, pieces), self._token_at(end, segs, starts, firsts, pieces)
+            if a is None or b is None:
+                return None
+            labels[a:b] = ids[a:b]
+        return ids, labels
+
+    def _token_at(self, at: int, segs: list[str], starts: list[int], firsts: list[int], pieces: dict) -> int | None:
+        "Index of the first token at character `at`, or None when `at` falls inside a piece."
+        k = bisect.bisect_right(starts, at) - 1
+        if starts[k] == at:
+            return firsts[k]
+        if k % 2 or k >= len(segs):
+            return None
+        pos, n = starts[k], firsts[k]
+        for piece in pieces[k] if k in pieces else _GPT2_ASCII.findall(segs[k]):
+            if pos >= at:
+                break
+            pos += len(piece); n += len(self.ids[piece])
+        return n if pos == at else None
+
+# %% ../../nbs/10_data_chat.ipynb #a22e954c
 class ChatFormatter:
     "Batch templating and tokenization with assistant-only labels; see `tokenize_chat` for one conversation."
     def __init__(self, tokenizer, max_length: int | None = None, **template_kwargs):
@@ -121,11 +216,11 @@ class ChatFormatter:
             self.closing = full[len(gen) + len(a):].rstrip()
             self.fast = bool(self.header)
 
-    def spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        "Rendered text and assistant spans; identical to `assistant_spans`, usually with one render."
+    def spans(self, messages: list[dict], text: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+        "Rendered text (given, or rendered here) and assistant spans; identical to `assistant_spans`."
         if not self.fast:
             return assistant_spans(self.tok, messages, **self.kw)
-        text = render_chat(self.tok, messages, **self.kw)
+        text = render_chat(self.tok, messages, **self.kw) if text is None else text
         spans, cursor = [], 0
         for m in messages:
             if m["role"] != "assistant":
@@ -140,31 +235,52 @@ class ChatFormatter:
 
     def format_batch(self, conversations: list[list[dict]]) -> list[dict | Exception]:
         "Per conversation: `input_ids`/`attention_mask`/`labels`, or the error (TemplateError, too long)."
+        out: list = []
+        for ids_labels in self.encode_batch(conversations):
+            if isinstance(ids_labels, Exception):
+                out.append(ids_labels); continue
+            ids, labels = ids_labels
+            out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+        return out
+
+    def encode_batch(self, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]] | Exception]:
+        "Per conversation: `(input_ids, labels)`, or the error (TemplateError, too long)."
         import numpy as np
-        rendered: list = []
-        for messages in conversations:
+        if not hasattr(self, "bpe"):
+            self.bpe = ByteLevelBPE.of(self.tok)
+        out: list = []
+        slow = []                                   # (position, text, spans) for the Rust path
+        texts: list = [None] * len(conversations)
+        if self.fast and conversations:      # one call renders them all: the per-call setup is paid once
             try:
-                rendered.append(self.spans(messages))
+                texts = self.tok.apply_chat_template([[{"role": m["role"], "content": m["content"]} for m in c]
+                                                      for c in conversations], tokenize=False, **self.kw)
+            except Exception:                # rendered one by one below, where the failing record raises
+                texts = [None] * len(conversations)
+        for messages, rendered in zip(conversations, texts):
+            try:
+                text, spans = self.spans(messages, rendered)
             except TemplateError as e:
-                rendered.append(e)
-        ok = [i for i, r in enumerate(rendered) if not isinstance(r, Exception)]
-        texts = [rendered[i][0] for i in ok]
-        raw = getattr(self.tok, "_tokenizer", None)     # the Rust tokenizer: skips the Python-side conversion
-        if raw is not None:
-            encs = raw.encode_batch(texts, add_special_tokens=False) if texts else []
-            pairs = [(e.ids, e.offsets) for e in encs]
-        else:
-            enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {}
-            pairs = list(zip(enc.get("input_ids", []), enc.get("offset_mapping", [])))
-        out: list = list(rendered)
-        for (ids, offs), i in zip(pairs, ok):
-            if self.max_length is not None and len(ids) > self.max_length:
-                out[i] = ValueError(f"{len(ids)} tokens after templating, more than data.max_length={self.max_length}")
-                continue
-            offsets = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
-            mask = np.zeros(len(ids), dtype=bool)
-            for start, end in rendered[i][1]:
-                mask |= (offsets[:, 0] < end) & (offsets[:, 1] > start)     # token overlaps the span
-            labels = np.where(mask, np.asarray(ids, dtype=np.int64), -100).tolist()
-            out[i] = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+                out.append(e); continue
+            got = self.bpe.encode(text, spans) if self.bpe is not None else None
+            if got is None:
+                slow.append((len(out), text, spans))
+            out.append(got)
+        if slow:
+            raw = getattr(self.tok, "_tokenizer", None)     # the Rust tokenizer: skips the Python-side conversion
+            texts = [t for _, t, _ in slow]
+            if raw is not None:
+                pairs = [(e.ids, e.offsets) for e in raw.encode_batch(texts, add_special_tokens=False)]
+            else:
+                enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+                pairs = list(zip(enc["input_ids"], enc["offset_mapping"]))
+            for (i, _, spans), (ids, offs) in zip(slow, pairs):
+                offsets = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
+                mask = np.zeros(len(ids), dtype=bool)
+                for start, end in spans:
+                    mask |= (offsets[:, 0] < end) & (offsets[:, 1] > start)     # token overlaps the span
+                out[i] = (list(ids), np.where(mask, np.asarray(ids, dtype=np.int64), -100).tolist())
+        for i, got in enumerate(out):
+            if not isinstance(got, Exception) and self.max_length is not None and len(got[0]) > self.max_length:
+                out[i] = ValueError(f"{len(got[0])} tokens after templating, more than data.max_length={self.max_length}")
         return out

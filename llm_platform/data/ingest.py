@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 FORMATS = ("jsonl", "json", "csv", "parquet", "hf")
 
 # %% auto #0
-__all__ = ['FORMATS', 'SHAREGPT_ROLES', 'RawRecord', 'detect_format', 'iter_raw', 'ShapeError', 'to_messages']
+__all__ = ['FORMATS', 'SHAREGPT_ROLES', 'RawRecord', 'detect_format', 'iter_lines', 'parse_line', 'iter_raw', 'ShapeError',
+           'to_messages']
 
 # %% ../../nbs/11_data_ingest.ipynb #bad64d6e
 @dataclass
@@ -41,24 +44,35 @@ def detect_format(path: Path) -> str:
     return fmt
 
 # %% ../../nbs/11_data_ingest.ipynb #4aa98968
-def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    "Non-blank lines of a JSONL file as undecoded bytes with their 1-based line numbers (parse with `parse_line`)."
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RawRecord(str(path), n, error=f"invalid UTF-8 at byte {e.start}",
-                                raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRecord(str(path), n, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=text.rstrip("\n"))
-                continue
-            yield (RawRecord(str(path), n, record=obj) if isinstance(obj, dict)
-                   else RawRecord(str(path), n, error=f"expected a JSON object, got {type(obj).__name__}", raw=text.rstrip("\n")))
+            if raw.strip():
+                yield n, raw
+
+def parse_line(source: str, n: int, raw: bytes) -> RawRecord:
+    "One JSONL line -> a record, or why it is not one (invalid UTF-8, invalid JSON, not an object)."
+    try:
+        obj = orjson.loads(raw)          # strict and fast; anything it refuses gets json's verdict and message
+    except orjson.JSONDecodeError:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return RawRecord(source, n, error=f"invalid UTF-8 at byte {e.start}",
+                             raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            return RawRecord(source, n, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=text.rstrip("\n"))
+    if isinstance(obj, dict):
+        return RawRecord(source, n, record=obj)
+    return RawRecord(source, n, error=f"expected a JSON object, got {type(obj).__name__}",
+                     raw=raw.decode("utf-8").rstrip("\n"))
+
+def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
+    for n, raw in iter_lines(path):
+        yield parse_line(str(path), n, raw)
 
 def _iter_json(path: Path) -> Iterator[RawRecord]:
     try:

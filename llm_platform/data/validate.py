@@ -5,6 +5,7 @@
 # %% ../../nbs/12_data_validate.ipynb #851685bc
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
@@ -15,77 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
-from ..config import DataConfig, DedupConfig
+from ..config import DataConfig
 from .chat import check_messages
+from .dedup import ExactIndex, NearDuplicateIndex, Places
 from .ingest import RawRecord, ShapeError, to_messages
 
 # %% auto #0
-__all__ = ['NearDuplicateIndex', 'load_hook', 'email_pii_hook', 'conversation_text', 'Verdict', 'RecordValidator']
+__all__ = ['load_hook', 'email_pii_hook', 'detect_language', 'conversation_text', 'Verdict', 'Screened', 'RecordValidator']
 
 # %% ../../nbs/12_data_validate.ipynb #6273b079
-class NearDuplicateIndex:
-    "MinHash signatures of word n-grams with banded LSH; `match` finds the most similar earlier text."
-    def __init__(self, cfg: DedupConfig = DedupConfig(), seed: int = 0):
-        self.cfg, self.rows = cfg, cfg.num_perm // cfg.bands
-        rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, 2**63 - 1, cfg.num_perm, dtype=np.uint64) | np.uint64(1)
-        self.b = rng.integers(0, 2**63 - 1, cfg.num_perm, dtype=np.uint64)
-        self.mult = rng.integers(1, 2**63 - 1, self.rows, dtype=np.uint64) | np.uint64(1)
-        # band key (an int) -> stored index, or a list of them when several share the band
-        self.buckets: list[dict[int, int | list[int]]] = [{} for _ in range(cfg.bands)]
-        self.sigs = np.zeros((1024, cfg.num_perm), dtype=np.uint32)
-        self.n = 0
-
-    def _grams(self, text: str) -> list[int]:
-        words, k = text.split(), self.cfg.ngram
-        return list({xxhash.xxh64_intdigest(" ".join(words[i: i + k]).encode())
-                     for i in range(max(1, len(words) - k + 1))})
-
-    def signatures(self, texts: list[str]) -> np.ndarray:
-        "MinHash signatures of many texts in one vectorised pass: shape (len(texts), num_perm)."
-        grams = [self._grams(t) for t in texts]
-        if not grams:
-            return np.zeros((0, self.cfg.num_perm), dtype=np.uint32)
-        h = np.fromiter((g for gs in grams for g in gs), dtype=np.uint64)
-        starts = np.cumsum([0] + [len(gs) for gs in grams[:-1]])
-        with np.errstate(over="ignore"):
-            mixed = self.a[:, None] * h[None, :] + self.b[:, None]
-        return (np.minimum.reduceat(mixed, starts, axis=1) >> np.uint64(32)).astype(np.uint32).T
-
-    def signature(self, text: str) -> np.ndarray:
-        return self.signatures([text])[0]
-
-    def _keys(self, sig: np.ndarray) -> list[int]:
-        "One int per band: the band's values mixed by random odd multipliers (wrapping uint64 arithmetic)."
-        with np.errstate(over="ignore"):
-            return (sig.reshape(self.cfg.bands, self.rows).astype(np.uint64) * self.mult).sum(axis=1).tolist()
-
-    def match(self, sig: np.ndarray) -> tuple[int, float] | None:
-        "(index, estimated Jaccard) of the most similar stored signature sharing an LSH band, if any."
-        cands = set()
-        for bucket, key in zip(self.buckets, self._keys(sig)):
-            hit = bucket.get(key)
-            if hit is not None:
-                cands.update(hit) if isinstance(hit, list) else cands.add(hit)
-        if not cands:
-            return None
-        idx = np.fromiter(cands, dtype=np.int64)
-        sims = (self.sigs[idx] == sig).mean(axis=1)
-        best = int(sims.argmax())
-        return int(idx[best]), float(sims[best])
-
-    def add(self, sig: np.ndarray) -> int:
-        "Store a signature; returns its index."
-        if self.n == len(self.sigs):
-            self.sigs = np.concatenate([self.sigs, np.zeros_like(self.sigs)])
-        self.sigs[self.n] = sig
-        for bucket, key in zip(self.buckets, self._keys(sig)):
-            hit = bucket.get(key)
-            bucket[key] = self.n if hit is None else (hit + [self.n] if isinstance(hit, list) else [hit, self.n])
-        self.n += 1
-        return self.n - 1
-
-# %% ../../nbs/12_data_validate.ipynb #f09ef07d
 def load_hook(spec: str | None) -> Callable | None:
     "Import `module:function`; None passes through."
     if not spec:
@@ -102,6 +41,16 @@ def email_pii_hook(text: str) -> list[str]:
     "A minimal example hook (e-mail addresses only), for tests and as a template; not a PII detector."
     return re.findall(r"[\w.+-]+@[\w-]+\.[\w.-]+", text)
 
+# %% ../../nbs/12_data_validate.ipynb #55c4a480
+@functools.cache
+def _language_identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
+
+def detect_language(text: str) -> str:
+    "ISO 639-1 code of the text's language (py3langid; the first 2000 characters decide)."
+    return _language_identifier().classify(text[:2000])[0]
+
 # %% ../../nbs/12_data_validate.ipynb #9c78501f
 def conversation_text(messages: list[dict]) -> str:
     "Folded text of a conversation for duplicate checks: NFKC, casefolded, whitespace collapsed."
@@ -115,10 +64,20 @@ class Verdict:
     check: str | None = None            # which check rejected it
     reason: str | None = None
     group: int | None = None            # split-group id (near-duplicate cluster)
+    warning: str | None = None          # kept, but flagged (pii_action: warn)
+
+@dataclass
+class Screened:
+    "What the stateless checks found in a batch: verdicts, and for each live record its duplicate keys."
+    verdicts: list[Verdict | None]      # None: passed checks 1-6, with nothing to report (between processes)
+    live: list[int]                     # positions of records that passed checks 1-6
+    exact: list[int]                    # xxh64 of each live record's folded text (empty: exact check off)
+    sigs: np.ndarray | None = None      # MinHash signatures of live records (None: near checks off)
+    bands: np.ndarray | None = None     # their LSH band keys
 
 @dataclass
 class RecordValidator:
-    "Stateful checks over a stream of raw records (duplicate checks remember what came before)."
+    "Checks over a stream of raw records: `screen` (stateless, any process) then `judge` (duplicates, in order)."
     cfg: DataConfig
     schema: dict = field(default_factory=dict)
     warnings: list[dict] = field(default_factory=list)
@@ -130,15 +89,11 @@ class RecordValidator:
             self.schema = json.loads(resolve_path(self.cfg.schema_path).read_text())
         self._schema = fastjsonschema.compile(self.schema)     # generated code: ~15x faster than jsonschema
         self._pii, self._lang = load_hook(self.cfg.pii_hook), load_hook(self.cfg.language_hook)
-        self._exact: dict[int, tuple[str, int]] = {}
-        self._near = NearDuplicateIndex(self.cfg.dedup, self.cfg.seed) if self._near_on else None
-        self._where: list[tuple[str, int]] = []   # near index position -> (source, line)
-        self._group: list[int] = []               # near index position -> group id (union by first match)
-
-    @property
-    def _near_on(self) -> bool:
         d = self.cfg.dedup
-        return d.near_threshold is not None or d.group_threshold is not None
+        self._near_on = d.near_threshold is not None or d.group_threshold is not None
+        self._exact = ExactIndex()
+        self._near = NearDuplicateIndex(d, self.cfg.seed) if self._near_on else None
+        self._places = Places()                  # near index position -> source, line, split group
 
     def _stateless(self, raw: RawRecord) -> Verdict:
         "Checks that need no memory of other records; an accepted verdict carries the record."
@@ -157,46 +112,72 @@ class RecordValidator:
             return Verdict(check="schema", reason=f"{where}: {rule} (got {json.dumps(e.value, default=str)[:80]})")
         if (why := check_messages(rec["messages"])) is not None:
             return Verdict(check="roles", reason=why)
+        warning = None
         if self._pii or self._lang:
             text = "\n".join(m["content"] for m in rec["messages"])
             if self._pii and (found := self._pii(text)):
                 msg = f"PII found: {len(found)} finding(s) of kind {sorted({str(f)[:20] for f in found})[:3]}"
                 if self.cfg.pii_action == "reject":
                     return Verdict(check="pii", reason=msg)
-                self.warnings.append({"source": raw.source, "line": raw.line, "warning": msg})
+                warning = msg
             if self._lang and (lang := self._lang(text)) not in self.cfg.languages:
                 return Verdict(check="language", reason=f"language {lang!r}, expected one of {self.cfg.languages}")
-        return Verdict(record=rec)
+        return Verdict(record=rec, warning=warning)
 
-    def check_batch(self, raws: list[RawRecord]) -> list[Verdict]:
-        "Verdicts for records in order; duplicates are judged against everything accepted before, batch included."
+    def screen(self, raws: list[RawRecord]) -> Screened:
+        "Checks 1-6 and the duplicate keys of each record that passed them; no state is read or written."
         verdicts = [self._stateless(r) for r in raws]
         live = [i for i, v in enumerate(verdicts) if v.record is not None]
-        folded = {i: conversation_text(verdicts[i].record["messages"]) for i in live}
-        sigs = self._near.signatures([folded[i] for i in live]) if self._near is not None else None
-        d = self.cfg.dedup
-        for k, i in enumerate(live):
-            raw, v = raws[i], verdicts[i]
-            if d.exact:
-                key = xxhash.xxh64_intdigest(folded[i].encode())
-                if key in self._exact:
-                    src, line = self._exact[key]
-                    verdicts[i] = Verdict(check="exact_duplicate", reason=f"exact duplicate of {src}:{line}")
+        folded = [conversation_text(verdicts[i].record["messages"]).encode() for i in live]
+        exact = [xxhash.xxh64_intdigest(f) for f in folded] if self.cfg.dedup.exact else []
+        out = Screened(verdicts, live, exact)
+        if self._near is not None:
+            out.sigs = self._near.signatures(folded)
+            out.bands = self._near.band_keys(out.sigs)
+        for i in live:
+            verdicts[i].record.setdefault("id", f"{raws[i].source}:{raws[i].line}")
+        return out
+
+    def judge(self, origins: list[tuple[str, int]], s: Screened) -> list[Verdict]:
+        "Duplicate checks in input order (`origins`: each record's source and line), against everything kept before."
+        verdicts, d = s.verdicts, self.cfg.dedup
+        for (source, line), v in zip(origins, verdicts):
+            if v is not None and v.warning:
+                self.warnings.append({"source": source, "line": line, "warning": v.warning})
+        exact = self._exact if d.exact else None
+        near = self._near if s.live else None
+        if exact is not None:
+            exact.begin(s.exact)
+        if near is not None:
+            near.begin(s.sigs, s.bands)
+        for k, i in enumerate(s.live):
+            (source, line), v = origins[i], verdicts[i]
+            if v is None:                       # sent without its record (see data.prepare): accepted so far
+                v = verdicts[i] = Verdict()
+            if exact is not None:
+                if (first := exact.first(k)) is not None:
+                    verdicts[i] = Verdict(check="exact_duplicate", reason=f"exact duplicate of {exact.where(first)}")
                     continue
-                self._exact[key] = (raw.source, raw.line)
-            if self._near is not None:
-                m = self._near.match(sigs[k])
+                exact.add(k, source, line)
+            if near is not None:
+                m = near.match(k)
                 if m and d.near_threshold is not None and m[1] >= d.near_threshold:
-                    src, line = self._where[m[0]]
-                    verdicts[i] = Verdict(check="near_duplicate",
-                                          reason=f"near duplicate (estimated Jaccard {m[1]:.2f}) of {src}:{line}")
+                    verdicts[i] = Verdict(check="near_duplicate", reason=f"near duplicate (estimated Jaccard {m[1]:.2f}) "
+                                                                         f"of {self._places.where(m[0])}")
                     continue
-                pos = self._near.add(sigs[k])
-                self._where.append((raw.source, raw.line))
-                v.group = self._group[m[0]] if m and d.group_threshold is not None and m[1] >= d.group_threshold else pos
-                self._group.append(v.group)
-            v.record.setdefault("id", f"{raw.source}:{raw.line}")
+                pos = near.add(k)
+                close = m is not None and d.group_threshold is not None and m[1] >= d.group_threshold
+                v.group = int(self._places.tag[m[0]]) if close else pos
+                self._places.append(source, line, v.group)
+        if exact is not None:
+            exact.end()
+        if near is not None:
+            near.end()
         return verdicts
+
+    def check_batch(self, raws: list[RawRecord]) -> list[Verdict]:
+        "Verdicts for records in order (`screen` then `judge`)."
+        return self.judge([(r.source, r.line) for r in raws], self.screen(raws))
 
     def check(self, raw: RawRecord) -> Verdict:
         "The verdict for one record (see `check_batch`)."
