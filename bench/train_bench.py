@@ -78,7 +78,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2_135m", help="a preset name in configs/models/")
     ap.add_argument("--preset", default="configs/training/smollm2_135m.yaml", help="our training preset")
-    ap.add_argument("--steps", type=int, default=16, help="steps for our recipe")
+    ap.add_argument("--steps", type=int, default=24, help="steps for our recipe")
     ap.add_argument("--baseline-steps", type=int, default=8, help="steps for trl defaults (batch 8: twice ours)")
     args = ap.parse_args()
     threads = os.cpu_count() or 1

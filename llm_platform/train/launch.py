@@ -75,8 +75,13 @@ def launch_training(job: TrainJob,             # what to train
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     log.info("launching %d training process(es): %s", n, " ".join(cmd))
     log_path = out / "launch.log"
-    with open(log_path, "w") as logf:
-        proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    with open(log_path, "w") as logf:        # the processes' log goes to launch.log and to our stderr (progress)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            logf.write(line)
+            if " INFO llm_platform" in line or "WARNING" in line or "Error" in line:
+                sys.stderr.write(line)
+        proc.wait()
     if proc.returncode != 0:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"training processes failed (exit {proc.returncode}); log: {log_path}\n{tail}")
