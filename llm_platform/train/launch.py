@@ -57,6 +57,8 @@ def launch_command(job_file: Path, job: TrainJob, python: str = sys.executable) 
                 "--num_processes", str(d.num_processes * d.nnodes), "--num_machines", str(d.nnodes),
                 "--machine_rank", str(d.node_rank), "--main_process_ip", d.master_addr,
                 "--main_process_port", str(d.master_port), *module]
+    if d.nnodes == 1:       # one machine: torchrun picks a free port, so concurrent runs do not collide
+        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={d.num_processes}", *module]
     return [python, "-m", "torch.distributed.run", f"--nproc_per_node={d.num_processes}", f"--nnodes={d.nnodes}",
             f"--node_rank={d.node_rank}", f"--master_addr={d.master_addr}", f"--master_port={d.master_port}", *module]
 
