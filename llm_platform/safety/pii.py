@@ -16,8 +16,9 @@ from pydantic import Field
 from ..config import Strict
 
 # %% auto #0
-__all__ = ['ENTITIES', 'Operator', 'PRIORITY', 'PIIConfig', 'Finding', 'blank_non_names', 'census_names', 'build_analyzer',
-           'is_lookalike', 'drop_overlaps', 'Masked', 'PIIEngine', 'default_engine', 'find_pii', 'mask_pii']
+__all__ = ['ENTITIES', 'Operator', 'PHONE_CONTEXT', 'PRIORITY', 'PIIConfig', 'Finding', 'name_windows', 'blank_non_names',
+           'census_names', 'phone_windows', 'build_analyzer', 'is_lookalike', 'drop_overlaps', 'Masked', 'PIIEngine',
+           'default_engine', 'find_pii', 'mask_pii']
 
 # %% ../../nbs/50_safety_pii.ipynb #47bbd5c8
 ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS",
@@ -37,7 +38,7 @@ class PIIConfig(Strict):
     hash_salt_env: str | None = None                     # env var with a salt: stable hashes; unset: random per call
     encrypt_key_env: str = "LLM_PLATFORM_PII_KEY"        # env var with a 16/24/32-byte key for encrypt/decrypt
     name_gazetteer: bool = True                          # keep a PERSON only if a word is a census first/last name
-    ner_window: int = Field(3, ge=1)                     # with the gazetteer: words of context NER sees around a name
+    ner_window: int = Field(2, ge=1)                     # with the gazetteer: words of context NER sees around a name
     max_vocab_strings: int = Field(200_000, gt=0)        # rebuild a spaCy pipeline after it learns this many strings
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _offline_tldextract() -> None:
         tx.TLD_EXTRACTOR = tx.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 def _build_pipeline(model: str | None):
-    "The spaCy model with NER only (None: a blank English tokenizer); lemma := lower-cased word."
+    "The spaCy model with NER only, or (None) a blank English tokenizer whose lemma is the lower-cased word."
     import spacy
     from spacy.language import Language
     if "llmp_lower_lemma" not in Language.factories:
@@ -67,10 +68,15 @@ def _build_pipeline(model: str | None):
             for tok in doc:
                 tok.lemma_ = tok.lower_
             return doc
-    if model is None:
-        nlp = spacy.blank("en")
-    else:
+    if model is not None:
+        from thinc.api import NumpyOps
         nlp = spacy.load(model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+        ops = NumpyOps(use_blis=False)             # numpy's BLAS: BLIS costs ~50 us a call on these few-row matrices
+        for _, pipe in nlp.pipeline:
+            for node in pipe.model.walk():
+                node.ops = ops
+        return nlp
+    nlp = spacy.blank("en")
     nlp.add_pipe("llmp_lower_lemma")
     return nlp
 
@@ -80,27 +86,49 @@ _NOT_NAME_RUN = re.compile(r"\S*[\d@/=_+\\|<>{}\[\]#$%^&*~`]\S*|\S{25,}")
 
 _TOKEN = re.compile(r"\S+")
 
+_CALENDAR = frozenset("monday tuesday wednesday thursday friday saturday sunday january february march july "
+                      "september october november december".split())
+
+def _name_cue(word: str) -> bool:
+    "A capitalised census first name or surname that is not a stop word, weekday, month or short acronym (IP, GB)."
+    w = word.strip(".,;:!?'\"()")
+    return (w[:1].isupper() and not (w.isupper() and len(w) <= 3) and (low := w.lower()) in census_names()
+            and low not in _CALENDAR and not _stopword(w))
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    "(first, last) indices of each run of True."
+    runs, i = [], 0
+    while i < len(flags):
+        if not flags[i]:
+            i += 1; continue
+        j = i
+        while j + 1 < len(flags) and flags[j + 1]:
+            j += 1
+        runs.append((i, j)); i = j + 1
+    return runs
+
+def _near_names(toks: list, window: int) -> list[bool]:
+    keep = [False] * len(toks)
+    for i, m in enumerate(toks):
+        if _name_cue(m.group()):
+            for j in range(max(0, i - window), min(len(toks), i + window + 1)):
+                keep[j] = True
+    return keep
+
+def name_windows(text: str, window: int = 3) -> list[tuple[int, int]]:
+    "Character spans of the runs of words within `window` words of a capitalised census name."
+    toks = list(_TOKEN.finditer(text))
+    return [(toks[i].start(), toks[j].end()) for i, j in _runs(_near_names(toks, window))]
+
 def blank_non_names(text: str, gazetteer: bool = False, window: int = 3) -> str:
     "Same-length text where what cannot be (or yield) a name is `x`s: what NER gets to see."
     text = _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
     if not gazetteer:
         return text
     toks = list(_TOKEN.finditer(text))
-    keep = [False] * len(toks)
-    for i, m in enumerate(toks):                     # a capitalised census name keeps its neighbourhood
-        w = m.group().strip(".,;:!?'\"()")
-        if w[:1].isupper() and w.lower() in census_names() and not _stopword(w):
-            for j in range(max(0, i - window), min(len(toks), i + window + 1)):
-                keep[j] = True
-    out, i = list(text), 0
-    while i < len(toks):                             # blank each run of other tokens, spaces included
-        if keep[i]:
-            i += 1; continue
-        j = i
-        while j + 1 < len(toks) and not keep[j + 1]:
-            j += 1
+    out = list(text)
+    for i, j in _runs([not k for k in _near_names(toks, window)]):   # each run of other words, spaces included
         out[toks[i].start():toks[j].end()] = "x" * (toks[j].end() - toks[i].start())
-        i = j + 1
     return "".join(out)
 
 @functools.cache
@@ -143,17 +171,70 @@ def _secret_recognizers() -> list:
                               patterns=[Pattern(f"{ent.lower()}_{i}", rx, 0.9) for i, rx in enumerate(rxs)])
             for ent, (rxs, flags) in spec.items()]
 
+_PUNCT_TOKEN = re.compile(r"[^\w\s]+")
+_DIGIT = re.compile(r"\d")
+PHONE_CONTEXT = ["phone", "telephone", "tel", "number", "cell", "cellphone", "mobile", "call", "ring", "text", "sms",
+                 "whatsapp", "line", "fax", "reach"]
+_PHONE_CUE = re.compile(r"\b(?:phone|telephone|tel|cell|cellphone|mobile|call|ring|text|sms|whatsapp|line|fax)"
+                        r"(?:s|ed|ing)?\b", re.I)      # "number" alone is too weak: tracking, account, order numbers
+
+def phone_windows(text: str, min_digits: int = 6, margin: int = 4) -> list[tuple[int, int]]:
+    "Stretches of `text` that can hold a phone number: runs of tokens with a digit (or of punctuation only) holding `min_digits`+ digits, `margin` tokens either side, merged where they touch."
+    toks = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    numeric = [bool(_DIGIT.search(text, s, e)) or bool(_PUNCT_TOKEN.fullmatch(text, s, e)) for s, e in toks]
+    spans: list[list[int]] = []
+    i = 0
+    while i < len(toks):
+        if not numeric[i]:
+            i += 1; continue
+        j = i
+        while j + 1 < len(toks) and numeric[j + 1]:
+            j += 1
+        if len(_DIGIT.findall(text, toks[i][0], toks[j][1])) >= min_digits:
+            a, b = max(0, i - margin), min(len(toks) - 1, j + margin)
+            if spans and a <= spans[-1][1] + 1:
+                spans[-1][1] = b
+            else:
+                spans.append([a, b])
+        i = j + 1
+    return [(toks[a][0], toks[b][1]) for a, b in spans]
+
+def _phone_recognizer(regions: list[str], possible_score: float = 0.1):
+    "Presidio's PhoneRecognizer run on `phone_windows` only, plus a second tier: numbers of a possible length that fail validation (e.g. the UK's 07700 900xxx range reserved for fiction) at `possible_score`, which only Presidio's context words ('call', 'mobile', ...) lift over the threshold."
+    import phonenumbers
+    from presidio_analyzer import EntityRecognizer
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+    class WindowedPhoneRecognizer(PhoneRecognizer):
+        def analyze(self, text, entities, nlp_artifacts=None):
+            results = []
+            for s, e in phone_windows(text):
+                window = text[s:e]
+                found = super().analyze(window, entities, nlp_artifacts)
+                if not found and _PHONE_CUE.search(text, max(0, s - 40), e):
+                    found = [self._get_recognizer_result(m, window, region, nlp_artifacts) for region in self.supported_regions
+                             for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.POSSIBLE)
+                             if len(_DIGIT.findall(m.raw_string)) >= 7       # whole words only: not the tail of an id
+                             and not (m.start and window[m.start - 1].isalnum())
+                             and not (m.end < len(window) and window[m.end].isalnum())]
+                    for r in found:
+                        r.score = possible_score
+                for r in found:
+                    r.start += s; r.end += s
+                results += found
+            return EntityRecognizer.remove_duplicates(results)
+    return WindowedPhoneRecognizer(supported_regions=tuple(regions), context=PHONE_CONTEXT)
+
 def build_analyzer(cfg: PIIConfig):
     "A Presidio AnalyzerEngine with only the recognizers `cfg.entities` needs."
     _offline_tldextract()
     from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer,
-                                                          IpRecognizer, PhoneRecognizer, SpacyRecognizer,
+                                                          IpRecognizer, SpacyRecognizer,
                                                           UsSsnRecognizer)
     want = set(cfg.entities)
     mastercard_2series = Pattern("mastercard 2-series", r"\b2(?:2[2-9]\d|[3-6]\d{2}|7[01]\d|720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3)
-    recognizers = [EmailRecognizer(), PhoneRecognizer(supported_regions=tuple(cfg.phone_regions)),
+    recognizers = [EmailRecognizer(), _phone_recognizer(cfg.phone_regions),
                    CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, mastercard_2series]),
                    UsSsnRecognizer(), IbanRecognizer(), IpRecognizer(),
                    *_secret_recognizers()]
@@ -161,6 +242,7 @@ def build_analyzer(cfg: PIIConfig):
     if model:
         recognizers += [SpacyRecognizer(supported_entities=["PERSON"]), _cue_recognizer()]
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
+    context_words = frozenset(w.lower() for r in registry.recognizers for w in r.context or [])
     class BlankingSpacyNlpEngine(SpacyNlpEngine):
         "NER reads the blanked text; tokens and lemmas (Presidio's context words) come from the original."
         tokenizer = _spacy_pipeline(None)
@@ -169,11 +251,17 @@ def build_analyzer(cfg: PIIConfig):
             self._bound_vocab(language)
             words = blank_non_names(text)              # context words intact; numbers and keys are x-runs
             doc = self.tokenizer(words)               # (unique numbers would each cost a new spaCy lexeme)
-            if model:
-                ner = self.nlp[language](blank_non_names(words, cfg.name_gazetteer, cfg.ner_window))
-                doc.ents = filter_spans([s for e in ner.ents if (s := doc.char_span(
-                    e.start_char, e.end_char, label=e.label_, alignment_mode="expand")) is not None])
+            if model:                                  # NER reads each name window as its own short doc,
+                spans = name_windows(words, cfg.ner_window) if cfg.name_gazetteer else [(0, len(words))]
+                ents = [doc.char_span(s + e.start_char, s + e.end_char, label=e.label_, alignment_mode="expand")
+                        for (s, _), ner in zip(spans, self.nlp[language].pipe([words[s:e] for s, e in spans]))
+                        for e in ner.ents]             # in one batch: the parser steps through them side by side
+                doc.ents = filter_spans([e for e in ents if e is not None])
             return self._doc_to_nlp_artifact(doc, language)
+        def is_stopword(self, word, language):
+            "spaCy's stop words, except context words: Presidio skips stop words as context, and 'call' is one."
+            from spacy.lang.en.stop_words import STOP_WORDS
+            return word in STOP_WORDS and word not in context_words
         def _bound_vocab(self, language):
             "spaCy keeps every string it has seen: swap in a fresh pipeline before memory grows without bound."
             base = self.__dict__.setdefault("_base", {})
@@ -240,7 +328,7 @@ def drop_overlaps(results: list) -> list:
             kept.append(r)
     return sorted(kept, key=lambda r: r.start)
 
-# %% ../../nbs/50_safety_pii.ipynb #34453685
+# %% ../../nbs/50_safety_pii.ipynb #a67cfb9f
 @dataclass
 class Masked:
     "A masked text, its findings, and Presidio's items (needed to decrypt `encrypt`ed spans)."
