@@ -17,7 +17,7 @@ ROLES = ("system", "user", "assistant")
 
 # %% auto #0
 __all__ = ['ROLES', 'check_messages', 'read_jsonl', 'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat',
-           'ByteLevelBPE', 'ChatFormatter']
+           'ByteLevelBPE', 'remember_safe_attributes', 'ChatFormatter']
 
 # %% ../../nbs/10_data_chat.ipynb #1e3a2ba7
 def check_messages(messages: Any) -> str | None:
@@ -109,7 +109,9 @@ def _formatter(tokenizer, chat_template, max_length, template_items) -> ChatForm
     return ChatFormatter(tokenizer, max_length, **dict(template_items))
 
 # %% ../../nbs/10_data_chat.ipynb #abba9631
-_GPT2_ASCII = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""", re.ASCII)
+# GPT-2's pattern with the common alternatives first: the contractions can only match at a quote,
+# where no letter or digit alternative can, so the pieces are the same (checked on random text)
+_GPT2_ASCII = re.compile(r""" ?[A-Za-z]+| ?[0-9]+|'(?:[stmd]|re|ve|ll)| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""", re.ASCII)
 
 def _byte_chars() -> dict[int, str]:
     "GPT-2's reversible byte -> printable character table."
@@ -201,10 +203,31 @@ class ByteLevelBPE:
         return n if pos == at else None
 
 # %% ../../nbs/10_data_chat.ipynb #a22e954c
+def remember_safe_attributes(tokenizer) -> bool:
+    "Memoize the sandbox's `is_safe_attribute` on the environment of `tokenizer`'s compiled chat template (False: not found)."
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+        template = tokenizer.chat_template
+        env = _compile_jinja_template(template).environment if isinstance(template, str) else None
+    except Exception:                          # another transformers layout: render unmemoized
+        return False
+    if env is None or "is_safe_attribute" in vars(env):
+        return env is not None
+    check, known = type(env).is_safe_attribute, {}
+    def is_safe_attribute(obj, attr, value):   # jinja's checks read type(obj) and attr only, never value
+        key = (type(obj), attr)
+        ok = known.get(key)
+        if ok is None:
+            ok = known[key] = check(env, obj, attr, value)
+        return ok
+    env.is_safe_attribute = is_safe_attribute
+    return True
+
 class ChatFormatter:
     "Batch templating and tokenization with assistant-only labels; see `tokenize_chat` for one conversation."
     def __init__(self, tokenizer, max_length: int | None = None, **template_kwargs):
         self.tok, self.max_length, self.kw = tokenizer, max_length, template_kwargs
+        remember_safe_attributes(tokenizer)
         u, a = "\x02user probe\x02", "\x02assistant probe\x02"
         user_only = render_chat(tokenizer, [{"role": "user", "content": u}], **template_kwargs)
         gen = render_chat(tokenizer, [{"role": "user", "content": u}], add_generation_prompt=True, **template_kwargs)

@@ -48,7 +48,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     "Non-blank lines of a JSONL file as undecoded bytes with their 1-based line numbers (parse with `parse_line`)."
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            if raw.strip():
+            if not raw.isspace():             # (no copy, unlike strip)
                 yield n, raw
 
 def parse_line(source: str, n: int, raw: bytes) -> RawRecord:
