@@ -183,20 +183,13 @@ def phone_windows(text: str, min_digits: int = 6, margin: int = 4) -> list[tuple
     toks = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
     numeric = [bool(_DIGIT.search(text, s, e)) or bool(_PUNCT_TOKEN.fullmatch(text, s, e)) for s, e in toks]
     spans: list[list[int]] = []
-    i = 0
-    while i < len(toks):
-        if not numeric[i]:
-            i += 1; continue
-        j = i
-        while j + 1 < len(toks) and numeric[j + 1]:
-            j += 1
+    for i, j in _runs(numeric):
         if len(_DIGIT.findall(text, toks[i][0], toks[j][1])) >= min_digits:
             a, b = max(0, i - margin), min(len(toks) - 1, j + margin)
             if spans and a <= spans[-1][1] + 1:
                 spans[-1][1] = b
             else:
                 spans.append([a, b])
-        i = j + 1
     return [(toks[a][0], toks[b][1]) for a, b in spans]
 
 def _phone_recognizer(regions: list[str], possible_score: float = 0.1):
