@@ -55,6 +55,8 @@ def detect_language(text: str) -> str:
 def conversation_text(messages: list[dict]) -> str:
     "Folded text of a conversation for duplicate checks: NFKC, casefolded, whitespace collapsed."
     joined = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    if joined.isascii():                      # NFKC leaves ASCII alone, and casefold is lower there
+        return " ".join(joined.lower().split())
     return " ".join(unicodedata.normalize("NFKC", joined).casefold().split())
 
 @dataclass
