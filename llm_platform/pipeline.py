@@ -96,8 +96,9 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
             mlflow.log_artifact(str(run_dir / step / "metrics.json"), artifact_path=step)
             if (nb := run_dir / f"{step}.ipynb").exists():
                 mlflow.log_artifact(str(nb), artifact_path="notebooks")
-        if "02_train" in info["steps_done"]:      # which training path ran (strings: tags, not metrics)
-            t = read_json(run_dir / "02_train" / "metrics.json")["metrics"]
+        train = read_json(run_dir / "02_train" / "metrics.json") if "02_train" in info["steps_done"] else None
+        if train is not None:                     # which training path ran (strings: tags, not metrics)
+            t = train["metrics"]
             mlflow.set_tags({f"train.{k}": str(t.get(k)) for k in ("backend", "method", "processes")})
         history = run_dir / "02_train" / "log_history.json"
         if history.exists():
@@ -107,16 +108,15 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
                         mlflow.log_metric(f"train.{key}", h[key], step=int(h["step"]))
             if (png := run_dir / "02_train" / "loss_curve.png").exists():
                 mlflow.log_artifact(str(png), artifact_path="02_train")
-        if "02_train" in info["steps_done"] and cfg.mlflow.register_model and not info.get("registered_version"):
-            info["registered_model"], info["registered_version"] = _register_training(cfg, run_dir, info, run)
+        if train is not None and cfg.mlflow.register_model and not info.get("registered_version"):
+            info["registered_model"], info["registered_version"] = _register_training(cfg, run_dir, info, train, run)
         return run.info.run_id
 
-def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, run) -> tuple[str, str]:
+def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, train: dict, run) -> tuple[str, str]:
     """Log the trained adapter as an artifact and register it as a new model version tagged with the
     data hash, git commit, method and run id. A full fine-tune is registered by its folder (not copied)."""
     import mlflow
     from mlflow import MlflowClient
-    train = read_json(run_dir / "02_train" / "metrics.json")
     data = read_json(run_dir / "01_data" / "metrics.json") if (run_dir / "01_data" / "metrics.json").exists() else {}
     m = train["metrics"]
     if m.get("output_kind", "adapter") == "adapter":

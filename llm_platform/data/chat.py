@@ -16,8 +16,8 @@ from typing import Any
 ROLES = ("system", "user", "assistant")
 
 # %% auto #0
-__all__ = ['ROLES', 'check_messages', 'read_jsonl', 'TemplateError', 'render_chat', 'assistant_spans', 'tokenize_chat',
-           'ByteLevelBPE', 'remember_safe_attributes', 'ChatFormatter']
+__all__ = ['ROLES', 'check_messages', 'read_jsonl', 'TemplateError', 'token_row', 'render_chat', 'assistant_spans',
+           'tokenize_chat', 'ByteLevelBPE', 'remember_safe_attributes', 'ChatFormatter']
 
 # %% ../../nbs/10_data_chat.ipynb #1e3a2ba7
 def check_messages(messages: Any) -> str | None:
@@ -50,10 +50,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
 class TemplateError(ValueError):
     "The chat template does not render a conversation as an extension of its prefixes."
 
+def _plain(messages: list[dict]) -> list[dict]:
+    "Role and content only: what the template sees (ids, names and other fields stay out)."
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+def token_row(ids: list[int], labels: list[int]) -> dict:
+    "A training row: `input_ids`, `attention_mask` (all ones: rows are unpadded) and `labels`."
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False, **template_kwargs) -> str:
     "The text the model sees, from the tokenizer's own chat template (`template_kwargs`: e.g. enable_thinking)."
-    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt,
+    return tokenizer.apply_chat_template(_plain(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
                                          **template_kwargs)
 
 def assistant_spans(tokenizer, messages: list[dict], **template_kwargs) -> tuple[str, list[tuple[int, int]]]:
@@ -263,7 +270,7 @@ class ChatFormatter:
             if isinstance(ids_labels, Exception):
                 out.append(ids_labels); continue
             ids, labels = ids_labels
-            out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+            out.append(token_row(ids, labels))
         return out
 
     def encode_batch(self, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]] | Exception]:
@@ -276,8 +283,7 @@ class ChatFormatter:
         texts: list = [None] * len(conversations)
         if self.fast and conversations:      # one call renders them all: the per-call setup is paid once
             try:
-                texts = self.tok.apply_chat_template([[{"role": m["role"], "content": m["content"]} for m in c]
-                                                      for c in conversations], tokenize=False, **self.kw)
+                texts = self.tok.apply_chat_template([_plain(c) for c in conversations], tokenize=False, **self.kw)
             except Exception:                # rendered one by one below, where the failing record raises
                 texts = [None] * len(conversations)
         for messages, rendered in zip(conversations, texts):

@@ -22,7 +22,7 @@ import xxhash
 
 from ..config import DataConfig
 from ..core import get_logger, resolve_path, sha256_file, write_json
-from .chat import ChatFormatter, TemplateError
+from .chat import ChatFormatter, TemplateError, token_row
 from .dedup import SortedRuns
 from .ingest import RawRecord, detect_format, iter_lines, iter_raw, parse_line
 from .validate import RecordValidator
@@ -91,7 +91,7 @@ class _Stage:
                 tokens, n = None, 0
             else:
                 ids, labels = enc
-                tokens, n = orjson.dumps({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}), len(ids)
+                tokens, n = orjson.dumps(token_row(ids, labels)), len(ids)
             group = f"g:{rec[cfg.group_by]}" if cfg.group_by and cfg.group_by in rec else None
             stratum = str(rec.get(cfg.stratify_by)) if cfg.stratify_by else None
             kept.append((orjson.dumps(rec), tokens, n, group, stratum, rec["id"]))

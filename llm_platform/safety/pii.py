@@ -175,8 +175,8 @@ _PUNCT_TOKEN = re.compile(r"[^\w\s]+")
 _DIGIT = re.compile(r"\d")
 PHONE_CONTEXT = ["phone", "telephone", "tel", "number", "cell", "cellphone", "mobile", "call", "ring", "text", "sms",
                  "whatsapp", "line", "fax", "reach"]
-_PHONE_CUE = re.compile(r"\b(?:phone|telephone|tel|cell|cellphone|mobile|call|ring|text|sms|whatsapp|line|fax)"
-                        r"(?:s|ed|ing)?\b", re.I)      # "number" alone is too weak: tracking, account, order numbers
+_PHONE_CUE = re.compile(r"\b(?:" + "|".join(w for w in PHONE_CONTEXT if w not in ("number", "reach")) +
+                        r")(?:s|ed|ing)?\b", re.I)     # "number" alone is too weak: tracking, account, order numbers
 
 def phone_windows(text: str, min_digits: int = 6, margin: int = 4) -> list[tuple[int, int]]:
     "Stretches of `text` that can hold a phone number: runs of tokens with a digit (or of punctuation only) holding `min_digits`+ digits, `margin` tokens either side, merged where they touch."

@@ -16,6 +16,19 @@ log = get_logger("train.merge")
 __all__ = ['log', 'merge_adapter', 'finalize_model']
 
 # %% ../../nbs/21_train_merge.ipynb #c0b0f450
+def _publish(tmp: Path, out_dir: Path, base_path: Path) -> dict:
+    "Add the base model's tokenizer to the finished `tmp` folder, swap it in for `out_dir`; file hashes."
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.safetensors"))}
+
+def _partial(out_dir: Path) -> Path:
+    "An empty `<out_dir>.partial` to build into (a leftover from a killed run is removed)."
+    tmp = out_dir.with_name(out_dir.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
 def merge_adapter(base_path: Path,      # base model folder
                   adapter_path: Path,   # LoRA adapter folder (from `train_sft`)
                   out_dir: Path,        # merged model folder (replaced when complete)
@@ -24,17 +37,13 @@ def merge_adapter(base_path: Path,      # base model folder
     "Merge the adapter into the base weights; returns a manifest with file hashes."
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _partial(out_dir)
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
     merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
     merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    files = {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.safetensors"))}
+    files = _publish(tmp, out_dir, base_path)
     log.info("merged %s + %s -> %s", base_path, adapter_path, out_dir)
     return {"model_dir": str(out_dir), "files_sha256": files,
             "params": sum(p.numel() for p in merged.parameters())}
@@ -44,12 +53,9 @@ def finalize_model(base_path: Path, train_metrics: dict, out_dir: Path, dtype: s
     "The servable folder for a training run: merge an adapter, or copy a fully fine-tuned model."
     if train_metrics.get("output_kind", "adapter") == "adapter":
         return merge_adapter(base_path, Path(train_metrics["adapter_dir"]), out_dir, dtype)
-    from transformers import AutoTokenizer
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _partial(out_dir)
     shutil.copytree(train_metrics["model_dir"], tmp)
-    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True); tmp.rename(out_dir)
-    files = {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.safetensors"))}
+    files = _publish(tmp, out_dir, base_path)
     log.info("copied fully fine-tuned %s -> %s", train_metrics["model_dir"], out_dir)
     return {"model_dir": str(out_dir), "files_sha256": files}
