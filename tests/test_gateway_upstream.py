@@ -313,3 +313,24 @@ def test_half_open_trial_reopens_then_closes(upstreams):
             failing.set_knobs(fail_status=503)
             await pool.close()
     run(go())
+
+
+def test_timeout_before_headers_is_retried(upstreams):
+    "A replica that says nothing for longer than read_timeout_s counts as failed; the request goes elsewhere."
+    async def go():
+        slow = upstreams["slow"]
+        slow.set_knobs(delay_s=1.0)
+        pool = await make_pool({}, health_interval_s=60, read_timeout_s=0.15, eject_after_failures=2)
+        await asyncio.sleep(0.05)
+        pool.set_replicas("m", [ReplicaSpec(url=slow.url), ReplicaSpec(url=upstreams["fast"].url)])
+        try:
+            t0 = time.perf_counter()
+            resps = await hammer(pool, 6, 1)
+            assert all(r.status == 200 and r.replica.url == upstreams["fast"].url for r in resps)
+            hung = pool.models()["m"][0]
+            assert hung.circuit == "open" and hung.outstanding == 0
+            assert time.perf_counter() - t0 < 1.0  # two timeouts of 0.15 s, not two waits of 1 s
+        finally:
+            slow.set_knobs(delay_s=0.05)
+            await pool.close()
+    run(go())
