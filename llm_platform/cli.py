@@ -50,7 +50,8 @@ def _fail(e: Exception) -> None:
 # %% auto #0
 __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
            'models_list', 'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run',
-           'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'serve_swap']
+           'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check',
+           'serve_swap']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -398,6 +399,26 @@ def gateway_run(config: Path = typer.Option(Path("configs/serving/gateway.yaml")
         run_gateway(cfg)
     except (ConfigError, ValueError, RuntimeError, OSError) as e:
         _fail(e)
+
+@gateway_app.command("check")
+def gateway_check(model: str = typer.Option(..., help="served model name to check"),
+                  url: str = typer.Option("http://127.0.0.1:8080", help="the gateway's base URL"),
+                  key_env: str = typer.Option("LLM_PLATFORM_API_KEY", help="env var holding an API key (chat scope)"),
+                  direct_url: Optional[str] = typer.Option(None, help="the model server's /v1 URL: compare time to first token"),
+                  direct_model: Optional[str] = typer.Option(None, help="the name that server serves (default: MODEL)"),
+                  rounds: int = typer.Option(5, help="time-to-first-token samples per side")):
+    "Check a running gateway as a client: models, chat, stream, cache, a blocked prompt, a refused key."
+    import os
+
+    from llm_platform.serve.check import check_gateway
+    key = os.environ.get(key_env)
+    try:
+        if not key:
+            raise ValueError(f"set {key_env} to an API key with the chat scope (keys stay out of the command line)")
+        report = check_gateway(url.rstrip("/"), key, model, direct_url=direct_url, direct_model=direct_model, rounds=rounds)
+    except (ValueError, AssertionError, OSError) as e:
+        _fail(e)
+    print(json.dumps(report, indent=2))
 
 @serve_app.command("swap")
 def serve_swap(target: str = typer.Argument(..., help="demo@champion (MLflow alias), demo/3 (version) or a model folder"),

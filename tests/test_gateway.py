@@ -2,6 +2,7 @@
 processes sharing it. The `openai` client talks to the gateway unchanged."""
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -421,3 +422,29 @@ def test_replica_killed_under_load_moves_traffic_and_all_down_is_503(tmp_path, v
         r = httpx.post(gw.url + "/v1/chat/completions", json={**body, "model": "gone"},
                        headers={"authorization": f"Bearer {key}"})
         assert r.status_code == 503 and r.headers["retry-after"] and "down" in r.json()["error"]["message"]
+
+
+# ---- the serve step and the CLI check --------------------------------------------------------------
+def test_serve_step_runs_through_papermill(tiny_run, vllm_server):
+    import papermill as pm
+
+    from llm_platform.core import find_project_root, read_json
+    run_dir = tiny_run["run_dir"]
+    pm.execute_notebook("pipelines/06_serve.ipynb", str(run_dir / "06_serve.ipynb"), kernel_name="llm-platform",
+                        progress_bar=False, cwd=str(find_project_root()),
+                        parameters={"config_path": "configs/pipelines/tiny.yaml", "run_dir": str(run_dir),
+                                    "upstream_url": vllm_server.base_url, "gateway_port": free_port(),
+                                    "upstream_model": vllm_server.served_model_name, "rounds": 3})
+    m = read_json(run_dir / "06_serve" / "metrics.json")
+    assert m["status"] == "ok" and m["metrics"]["blocked"] == "weapons" and m["metrics"]["cache"] == "hit"
+    assert m["metrics"]["ttft"]["rounds"] == 3 and m["metrics"]["ttft"]["gateway_p50_ms"] > 0
+    assert verify_log(run_dir / "06_serve" / "audit.jsonl").ok
+
+
+def test_cli_check_against_a_running_gateway(gateways, env):
+    out = subprocess.run([sys.executable, "-m", "llm_platform.cli", "gateway", "check", "--model", "echo",
+                          "--url", gateways[0].url, "--rounds", "2", "--direct-url", env["echo"].url],
+                         capture_output=True, text=True, env={**os.environ, "LLM_PLATFORM_API_KEY": env["keys"]["user"]})
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["version"] == "echo-v1" and report["blocked"] == "weapons" and report["ttft"]["rounds"] == 2

@@ -270,7 +270,7 @@ def test_set_replicas_swap_and_drain(upstreams):
             assert all(r.status == 200 and r.replica is old_rep for r in done)
             assert [s["url"] for s in pool.snapshot()] == [new.url]
             body = orjson.loads(done[0].body)
-            assert body["choices"][0]["message"]["content"] == "m@slow: ok"
+            assert body["choices"][0]["message"]["content"] == "slow-0 slow-1 slow-2 "
         finally:
             await pool.close()
     run(go())

@@ -356,13 +356,17 @@ def instant_upstream_app(name: str = "m",            # model id it reports
                          chunk_delay_s: float = 0.0,  # wait between stream chunks
                          die_after_chunks: int | None = None,  # break the connection after this many chunks
                          health_status: int = 200,    # what /health answers
-                         contents: list[str] | None = None,  # the answer's text pieces (one per chunk); None: "<name>@<version>: ok"
+                         contents: list[str] | None = None,  # the answer's text pieces (one per chunk); None: <version>-<i> pieces
                          ) -> Starlette:
     "A Starlette app that answers like an OpenAI server, instantly or as slowly as the knobs say."
     knobs = dict(delay_s=delay_s, fail_status=fail_status, chunks=chunks, chunk_delay_s=chunk_delay_s,
                  die_after_chunks=die_after_chunks, health_status=health_status, contents=contents)
     stats = {"requests": 0, "last_model": None, "last_authorization": None}
     json_type = "application/json"
+
+    def pieces() -> list[str]:
+        "The answer's text, one piece per stream chunk (the JSON answer is the same text joined)."
+        return knobs["contents"] or [f"{version}-{i} " for i in range(knobs["chunks"])]
 
     def sse(obj) -> bytes:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
@@ -378,7 +382,7 @@ def instant_upstream_app(name: str = "m",            # model id it reports
             return Response(orjson.dumps(err), knobs["fail_status"], media_type=json_type)
         model, base = body.get("model", name), {"id": f"chatcmpl-{name}", "created": int(time.time())}
         if not body.get("stream"):
-            msg = {"role": "assistant", "content": "".join(knobs["contents"]) if knobs["contents"] else f"{name}@{version}: ok"}
+            msg = {"role": "assistant", "content": "".join(pieces())}
             return Response(orjson.dumps({**base, "object": "chat.completion", "model": model,
                                           "choices": [{"index": 0, "message": msg, "finish_reason": "stop"}],
                                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}),
@@ -387,8 +391,7 @@ def instant_upstream_app(name: str = "m",            # model id it reports
         async def events():
             head = {**base, "object": "chat.completion.chunk", "model": model}
             yield sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-            pieces = knobs["contents"] or [f"{version}-{i} " for i in range(knobs["chunks"])]
-            for i, piece in enumerate(pieces):
+            for i, piece in enumerate(pieces()):
                 if knobs["die_after_chunks"] is not None and i >= knobs["die_after_chunks"]:
                     raise ConnectionAbortedError(f"{name} dies mid-stream on purpose")
                 if knobs["chunk_delay_s"] and i:
