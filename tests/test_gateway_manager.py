@@ -247,5 +247,8 @@ def test_vllm_replica_swap(tmp_path, ports):
         assert r.status_code == 200 and r.json()["model"] == "tiny"
         assert mgr.launcher.in_flight(replica) == 0             # vLLM's queue gauges are read
         pids = [replica.proc.pid] + [p.pid for p in psutil.Process(replica.proc.pid).children(recursive=True)]
+    deadline = time.monotonic() + 20          # vLLM's engine process exits after its API server, on a busy box later
+    while not all(gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert all(gone(p) for p in pids) and port_is_free("127.0.0.1", port_of(route["replicas"][0]["url"]))
     assert read_json(state / "routes.json")["models"]["tiny"]["version"].startswith(tiny.name)

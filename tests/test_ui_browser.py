@@ -1,7 +1,8 @@
 """The Gradio chat UI in headless Chromium (Playwright): type a message, see the model's reply.
 
-The UI talks to the real vLLM server over HTTP; the reply in the page must be exactly what
-the API returns for the same message (greedy decoding, same limits).
+As in `make demo`, the UI talks to the gateway (with an API key) in front of the real vLLM
+server; the reply in the page must be exactly what the API returns for the same message
+(greedy decoding, same limits).
 """
 import shutil
 import socket
@@ -25,20 +26,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def chat_ui(vllm_server):
+def gateway(vllm_server, tmp_path_factory):
+    "The gateway in front of vLLM, configured like the demo's; yields (its /v1 URL, a key)."
+    from llm_platform.serve.check import gateway_for
+    from llm_platform.serve.gateway import GatewayProcess
+    cfg, key = gateway_for(vllm_server.base_url, "tiny", "tiny-v1", vllm_server.served_model_name,
+                           tmp_path_factory.mktemp("ui-gateway"), load_config("configs/serving/gateway.yaml"),
+                           _free_port())
+    # answers of a random model could look like PII; masking the JSON answer but not the stream would
+    # make the two differ, which is not what this test is about
+    cfg = cfg.model_copy(update={"models": {"tiny": cfg.models["tiny"].model_copy(update={"pii": False})}})
+    with GatewayProcess(cfg) as gw:
+        yield gw.url + "/v1", key
+
+
+@pytest.fixture(scope="module")
+def chat_ui(gateway):
     cfg = load_config("configs/pipelines/tiny.yaml").ui.model_copy(update={"port": _free_port()})
-    app, url = launch_chat_ui(vllm_server.base_url, vllm_server.served_model_name, cfg, block=False)
+    app, url = launch_chat_ui(gateway[0], "tiny", cfg, block=False, api_key=gateway[1])
     yield url, cfg
     app.close()
 
 
 @pytest.mark.skipif(not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM),
                     reason="Chromium not installed (make system-deps)")
-def test_chat_in_browser_shows_model_reply(chat_ui, vllm_server):
+def test_chat_in_browser_shows_model_reply(chat_ui, gateway, vllm_server):
     from playwright.sync_api import expect, sync_playwright
     url, cfg = chat_ui
-    expected = OpenAI(base_url=vllm_server.base_url, api_key="none").chat.completions.create(
-        model=vllm_server.served_model_name, messages=[{"role": "user", "content": QUESTION}],
+    expected = OpenAI(base_url=gateway[0], api_key=gateway[1]).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": QUESTION}],
         temperature=cfg.temperature, max_tokens=cfg.max_tokens).choices[0].message.content
     assert expected.strip(), "the API itself returned an empty reply"
     with sync_playwright() as p:

@@ -5,14 +5,10 @@
 # %% ../../nbs/63_serve_store.ipynb #b992befe
 from __future__ import annotations
 
-import ctypes
 import math
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -27,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..config import Strict
+from ..core import parent_death_hook
 
 # %% auto #0
 __all__ = ['LimitSpec', 'Admission', 'Reservation', 'StoreUnavailable', 'MemoryStore', 'RedisStore', 'open_store', 'RedisServer']
@@ -288,15 +285,6 @@ def open_store(url: str | None,             # None or "memory://": in process; "
     raise ValueError(f"store url {url!r}: expected memory://, redis://host:port/db, rediss://... or unix:///path/redis.sock")
 
 # %% ../../nbs/63_serve_store.ipynb #a8be4238
-_PR_SET_PDEATHSIG = 1
-
-def _die_with_parent(parent_pid: int) -> None:
-    "preexec_fn: have Linux SIGTERM this child when its parent dies (and exit if it already has)."
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:   # the parent died before prctl: no signal will come
-        os._exit(1)
-
 def _pong(path: Path) -> bool:
     "Whether a Redis server answers PING on the unix socket `path`."
     try:
@@ -336,10 +324,9 @@ class RedisServer:
         self.socket_path.unlink(missing_ok=True)     # left by a server that was killed
         cmd = [exe, "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
                "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.folder)]
-        parent = os.getpid()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+                                         start_new_session=True, preexec_fn=parent_death_hook())
         deadline = time.monotonic() + timeout_s
         while not _pong(self.socket_path):
             if self.proc.poll() is not None:
