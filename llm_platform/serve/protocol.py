@@ -8,17 +8,29 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['ERROR_TYPES', 'Message', 'StreamOptions', 'ChatCompletionRequest', 'CompletionRequest', 'GatewayError',
+__all__ = ['ERROR_TYPES', 'ContentPart', 'Message', 'StreamOptions', 'ChatCompletionRequest', 'CompletionRequest', 'GatewayError',
            'parse_request', 'KeyCreate', 'Swap', 'request_id']
 
 # %% ../../nbs/61_serve_protocol.ipynb #30ceb1f2
+class ContentPart(BaseModel):
+    "One part of a multi-part content: any `type` passes on, but a text part must carry its text (the guardrails read it)."
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text(self):
+        if self.type == "text" and self.text is None:
+            raise ValueError("a part of type 'text' needs a string 'text'")
+        return self
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -72,14 +84,16 @@ class GatewayError(Exception):
                           "param": self.param, "code": self.code}}
 
 def parse_request(model: type[BaseModel], data: Any) -> BaseModel:
-    "Validate a decoded JSON body; a 400 naming the first bad field and what was expected."
+    "Validate a decoded JSON body; a 400 naming the bad field and what was expected."
     if not isinstance(data, dict):
         raise GatewayError(400, f"request body must be a JSON object, got {type(data).__name__}", "invalid_body")
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(map(str, err["loc"])) or "body"
+        # the deepest error: in a union (`content` is a string or a list of parts) the branch that got furthest,
+        # named without pydantic's branch labels ("list[...]")
+        err = max(e.errors(), key=lambda x: len(x["loc"]))
+        field = ".".join(str(x) for x in err["loc"] if "[" not in str(x)) or "body"
         raise GatewayError(400, f"{field}: {err['msg']}", "invalid_value", param=field) from None
 
 # %% ../../nbs/61_serve_protocol.ipynb #d2292cfb
@@ -91,7 +105,7 @@ class KeyCreate(BaseModel):
     tenant: str | None = None
     models: list[str] = ["*"]
     tier: str | None = None
-    ttl_days: float | None = Field(90, gt=0)
+    ttl_days: float | None = Field(90, gt=0, le=36500)  # 100 years at most: a huge one made an infinite expiry (not JSON)
 
 class Swap(BaseModel):
     "POST /admin/models/{name}/swap"
