@@ -446,3 +446,7 @@ def serve_swap(target: str = typer.Argument(..., help="demo@champion (MLflow ali
     except (ConfigError, ValueError, RuntimeError, TimeoutError, FileNotFoundError) as e:
         _fail(e)
 
+
+# %% ../nbs/91_cli.ipynb #c57eef1c
+if __name__ == "__main__" and "__file__" in globals():   # `python -m llm_platform.cli` (not a notebook run)
+    app()

@@ -145,6 +145,8 @@ def test_errors_are_openai_shaped(gateways, env):
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
     r = httpx.post(url, headers=h, content=b"x" * 1_100_000)
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    r = httpx.post(gateways[0].url + "/v1/completions", headers=h, json={"model": "tiny", "prompt": [1, 2, 3]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "prompt_not_text"   # guardrails cannot read ids
     r = httpx.get(gateways[0].url + "/v1/nowhere")
     assert r.status_code == 404 and "error" in r.json()
 
