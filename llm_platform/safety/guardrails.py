@@ -128,9 +128,9 @@ class Guardrails:
 
     def post_call(self, request: dict, response: dict) -> Verdict:
         "Output categories (may reject) and PII in the reply (masked when configured)."
-        reasons, block, counts = [], False, {}
-        new = copy.deepcopy(response)
-        for i, choice in enumerate(new.get("choices", [])):
+        reasons, block, counts, masked = [], False, {}, {}
+        choices = response.get("choices", [])
+        for i, choice in enumerate(choices):
             msg = choice.get("message") or {}
             for text in _texts(msg.get("content")):
                 r = self.content.check(text, "output")
@@ -138,9 +138,12 @@ class Guardrails:
                 reasons += [Reason(kind="content", name=f.category, detail=f"{f.source}:{f.rule} in choices[{i}]",
                                    action=f.action) for f in r.flags]
             if self.cfg.mask_output_pii and not block and msg.get("content") is not None:
-                msg["content"] = self._mask(msg["content"], counts)
+                masked[i] = self._mask(msg["content"], counts)
         if block:
             return Verdict(phase="post_call", action="block", reasons=reasons)
         reasons += _pii_reasons(counts, "response")
-        return Verdict(phase="post_call", action="modify" if counts else "allow", reasons=reasons,
-                       response=new if counts else None)
+        if not counts:     # nothing masked: no copy of the response (a deep copy cost more than the checks)
+            return Verdict(phase="post_call", action="allow", reasons=reasons)
+        new = {**response, "choices": [{**c, "message": {**c["message"], "content": masked[i]}} if i in masked else c
+                                       for i, c in enumerate(choices)]}
+        return Verdict(phase="post_call", action="modify", reasons=reasons, response=new)

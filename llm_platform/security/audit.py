@@ -5,19 +5,21 @@
 # %% ../../nbs/56_security_audit.ipynb #b91a8118
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
-from filelock import FileLock
 
 # %% auto #0
 __all__ = ['GENESIS', 'audit_app', 'scrub_text', 'scrub', 'AuditLog', 'AuditReport', 'verify_log', 'audit_verify']
@@ -74,7 +76,20 @@ class AuditLog:
                  key_env: str | None = "LLM_PLATFORM_AUDIT_KEY"):
         self.path, self.scrub_str, self.key = Path(path), scrub_str, _audit_key(key_env)
         self.head = self.path.with_name(self.path.name + ".head")
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._lock_path, self._lock_fd, self._thread_lock = str(self.path) + ".lock", None, threading.Lock()
+
+    @contextlib.contextmanager
+    def _locked(self):
+        "The log's lock: other threads (a mutex) and other processes on the host (flock on FILE.lock)."
+        with self._thread_lock:
+            if self._lock_fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _tail(self) -> tuple[int, str]:
         "(records so far, SHA-256 of the last line) from the head file, or by reading the log."
@@ -93,19 +108,20 @@ class AuditLog:
         return self.append_many([(event, actor, data)])[0]
 
     def append_many(self, events: list[tuple[str, str | None, dict]],  # (event, actor, data) in order
+                    scrub_data: bool = True,  # False: the caller built data from trusted, structured fields only
                     ) -> list[dict]:
         """Scrub, chain and append several records under one lock and one fsync (a server's group
         commit: one disk flush per batch instead of per request). A `ts` in data (epoch seconds)
         dates the record when it happened rather than when the batch was written."""
         recs, lines = [], []
-        with self._lock:
+        with self._locked():
             n, prev = self._tail()
             for event, actor, data in events:
                 ts = data.pop("ts", None)
                 when = dt.datetime.fromtimestamp(ts, dt.UTC) if ts is not None else dt.datetime.now(dt.UTC)
                 body = {"seq": n, "ts": when.isoformat(timespec="milliseconds"),
                         "event": event, "actor": scrub(actor, self.scrub_str) if actor else None,
-                        "data": scrub(data, self.scrub_str), "prev": prev}
+                        "data": scrub(data, self.scrub_str) if scrub_data else data, "prev": prev}
                 rec = {**body, "hash": _seal(body, self.key)}
                 line = _canon(rec)
                 recs.append(rec); lines.append(line)
