@@ -334,24 +334,35 @@ def ours_env() -> dict:
 
 
 def create_key(work: Path) -> str:
+    "A chat key in a fresh key store; `keys create` prints the key alone on stdout."
     store = work / "api_keys.json"
-    out = subprocess.run([gateway_exe(), "keys", "create", "bench", "--scope", "chat", "--store", store],
+    out = subprocess.run([gateway_exe(), "keys", "create", "bench", "--scope", "chat", "--ttl-days", "1", "--store", store],
                          capture_output=True, text=True, env=ours_env())
-    if out.returncode != 0:
+    lines = out.stdout.split()
+    if out.returncode != 0 or not lines:
         raise RuntimeError(f"llm-platform keys create failed:\n{out.stdout}\n{out.stderr}")
-    words = [w for w in out.stdout.split() if w.startswith("sk-")] or out.stdout.split()
-    return words[-1]
+    return lines[-1]
+
+
+def safety_config(work: Path, mask_input: bool) -> Path:
+    "The shipped guardrails (content filter, injection heuristics) with input PII masking on or off, output off."
+    import yaml
+    cfg = yaml.safe_load((ROOT / "configs" / "safety" / "default.yaml").read_text())
+    cfg.update(mask_input_pii=mask_input, mask_output_pii=False)
+    f = work / f"safety-{'pii' if mask_input else 'nopii'}.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    return f
 
 
 def ours_config(upstream: str, store_url: str, work: Path, pii: bool, model: str = MODEL) -> dict:
     "Everything on: auth, Redis quotas (a tier no run can exhaust), cache, content guardrail, audit, metrics."
     return {"host": "127.0.0.1", "port": 8080, "store": store_url,
-            "models": {model: {"replicas": [{"url": upstream, "version": "1"}]}},
+            "models": {model: {"replicas": [{"url": upstream, "version": "1"}],
+                               "guardrails": str(safety_config(work, pii))}},
             "auth": {"key_store": str(work / "api_keys.json"),
                      "tiers": {"default": {"requests": 100_000_000, "tokens": 100_000_000_000, "window_s": 60}}},
             "cache": {"enabled": True, "ttl_s": 300},
-            "guardrails": {"content": True, "pii": pii},
-            "audit": {"path": str(work / f"audit{'-pii' if pii else ''}.jsonl")}}
+            "audit": {"enabled": True, "path": str(work / f"audit-{'pii' if pii else 'nopii'}-{model}.jsonl")}}
 
 
 def start_ours(name: str, upstream: str, store_url: str, key: str, work: Path, pii: bool = False,
@@ -497,7 +508,8 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def med(xs):
+def med(xs) -> float:
+    xs = list(xs)
     return statistics.median(xs) if xs else float("nan")
 
 
@@ -509,8 +521,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def fmt(x: float, nd: int = 2, sign: bool = False) -> str:
+    return "n/a" if x != x else (f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}")
 
 
 def print_table(title: str, header: list[str], rows: list[list]):
@@ -519,8 +531,148 @@ def print_table(title: str, header: list[str], rows: list[list]):
         print("| " + " | ".join(r) + " |")
 
 
-def fmt(x: float, nd: int = 2, sign: bool = False) -> str:
-    return "n/a" if x != x else (f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}")
+# ----------------------------------------------------------------------------------------------- measures
+def measure_wrk(order: list[Side], work: Path, rounds: int, seconds: int, warmup: int) -> dict:
+    "The c=1 / c=16 matrix, sides rotated per round; per (clients, side): medians and added vs direct."
+    luas = {s.name: write_lua(s, chat_body(temperature=0.7), work, "chat") for s in order}
+    cells: dict = {c: {s.name: [] for s in order} for c in (1, 16)}
+    for r in range(rounds):
+        rot = order[r % len(order):] + order[: r % len(order)]
+        for c in (1, 16):
+            for s in rot:
+                cells[c][s.name].append(wrk_cell(s, luas[s.name], c, seconds, warmup))
+        print(f"  round {r + 1}/{rounds} done (order {' '.join(s.name for s in rot)}), load {os.getloadavg()[0]:.2f}",
+              flush=True)
+    summary = {}
+    for c in (1, 16):
+        rows, base = [], cells[c]["direct"]
+        for s in order:
+            runs = cells[c][s.name]
+            m = summary[f"c{c}/{s.name}"] = {
+                "rps": med(x["rps"] for x in runs), **{q: med(x[q] for x in runs) for q in ("p50", "p95", "p99")},
+                **{f"added_{q}": med(x[q] - b[q] for x, b in zip(runs, base)) for q in ("p50", "p95", "p99")},
+                "errors": sum(x["errors"] for x in runs), "rounds": runs}
+            added = "-" if s.name == "direct" else " / ".join(fmt(m[f"added_{q}"], sign=True) for q in ("p50", "p95", "p99"))
+            rows.append([s.name, fmt(m["p50"]), fmt(m["p95"]), fmt(m["p99"]), added, f"{m['rps']:.0f}",
+                         f"{m['rps'] / summary[f'c{c}/direct']['rps']:.3f}x", str(m["errors"])])
+        print_table(f"wrk, {c} client{'s' if c > 1 else ''} ({'-t1 -c1' if c == 1 else '-t2 -c16'}), {rounds} rounds x "
+                    f"{seconds} s, medians over rounds (ms); added = side - direct in the same round",
+                    ["side", "p50", "p95", "p99", "added p50 / p95 / p99", "req/s", "req/s vs direct", "errors"], rows)
+    return summary
+
+
+def measure_ttfb(order: list[Side], n: int) -> dict:
+    "Time to the first SSE data line, n streamed requests per side, interleaved request by request."
+    raw = asyncio.run(ttfb_interleaved(order, n, chat_body(temperature=0.7, stream=True)))
+    out, rows, d = {}, [], raw["direct"]["first"]
+    for s in order:
+        f = raw[s.name]["first"]
+        t = out[s.name] = {"p50": pct(f, .5) * 1e3, "p95": pct(f, .95) * 1e3, "p99": pct(f, .99) * 1e3,
+                           "added_p50": (pct(f, .5) - pct(d, .5)) * 1e3, "added_p95": (pct(f, .95) - pct(d, .95)) * 1e3,
+                           "whole_p50": pct(raw[s.name]["total"], .5) * 1e3, "data_lines": raw[s.name]["events"]}
+        rows.append([s.name, fmt(t["p50"]), fmt(t["p95"]), fmt(t["p99"]),
+                     "-" if s.name == "direct" else f"{fmt(t['added_p50'], sign=True)} / {fmt(t['added_p95'], sign=True)}",
+                     fmt(t["whole_p50"]), str(t["data_lines"])])
+    print_table(f"stream: time to the first SSE data line, {n} requests per side, one at a time, interleaved (ms)",
+                ["side", "p50", "p95", "p99", "added p50 / p95", "whole stream p50", "data lines"], rows)
+    return out
+
+
+def upstream_count(upstream: str) -> int:
+    return int(http("GET", upstream.rsplit("/v1", 1)[0] + "/bench/count")[1])
+
+
+def measure_cache_hits(ours: Side, upstream: str, work: Path, wrk_summary: dict, seconds: int, warmup: int) -> dict:
+    "Ours with temperature 0 and one fixed body: every request after the first is answered from the cache."
+    body = chat_body(temperature=0, content="What is the capital of France?")
+    for _ in range(2):                                        # the first fills the cache, the second should hit
+        status, _ = http("POST", ours.url, body, {"Content-Type": "application/json", **ours.headers})
+    req = urllib.request.Request(ours.url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **ours.headers})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        x_cache = r.headers.get("x-cache")
+    lua = write_lua(ours, body, work, "hit")
+    before = upstream_count(upstream)
+    hits = {c: wrk_cell(ours, lua, c, seconds, warmup) for c in (16, 1)}
+    reached = upstream_count(upstream) - before
+    print_table(f"cache hits: ours, temperature 0, one fixed body, {seconds} s per cell (x-cache: {x_cache}; the "
+                f"upstream was reached {reached} times during {sum(h['requests'] for h in hits.values())}+ requests)",
+                ["clients", "p50 ms", "p95 ms", "p99 ms", "req/s", "vs ours uncached", "errors"],
+                [[str(c), fmt(h["p50"]), fmt(h["p95"]), fmt(h["p99"]), f"{h['rps']:.0f}",
+                  f"{h['rps'] / wrk_summary[f'c{c}/ours']['rps']:.2f}x", str(h["errors"])] for c, h in hits.items()])
+    return {**{f"c{c}": h for c, h in hits.items()}, "x_cache": x_cache, "upstream_reached": reached}
+
+
+PII_TEXT = ("Hi, I am Maria Gonzalez. Please email me at maria.gonzalez@example.com or call +1 415 555 0134 "
+            "about my order.")
+
+
+def measure_pii(off: Side, on: Side, work: Path, rounds: int, seconds: int, warmup: int) -> dict:
+    "Input PII masking on vs off, two instances of ours alternating, 1 client, one body with an email, phone, name."
+    body = chat_body(temperature=0.7, content=PII_TEXT)
+    luas = {s.name: write_lua(s, body, work, "pii") for s in (off, on)}
+    cells = {s.name: [] for s in (off, on)}
+    for r in range(rounds):
+        for s in ((off, on) if r % 2 == 0 else (on, off)):
+            cells[s.name].append(wrk_cell(s, luas[s.name], 1, seconds, warmup))
+    added = {q: med(a[q] - b[q] for a, b in zip(cells[on.name], cells[off.name])) for q in ("p50", "p95")}
+    print_table(f"PII masking's cost: ours with input PII masking on vs off, 1 client, same body (a name, an email, a "
+                f"phone number), {rounds} rounds x {seconds} s (ms)",
+                ["side", "p50", "p95", "req/s", "added p50 / p95 by masking", "errors"],
+                [[s.name, fmt(med(x["p50"] for x in cells[s.name])), fmt(med(x["p95"] for x in cells[s.name])),
+                  f"{med(x['rps'] for x in cells[s.name]):.0f}",
+                  "-" if s is off else f"{fmt(added['p50'], sign=True)} / {fmt(added['p95'], sign=True)}",
+                  str(sum(x["errors"] for x in cells[s.name]))] for s in (off, on)])
+    return {"added": added, "cells": cells}
+
+
+async def vllm_pair(direct: Side, ours: Side, body: bytes, n: int) -> dict:
+    "Time to the first SSE data line on a real model server, direct vs through ours, alternating which goes first."
+    cd, co = RawClient(direct), RawClient(ours)
+    res = {direct.name: [], ours.name: []}
+    for i in range(n + 2):
+        for c in ((cd, co) if i % 2 == 0 else (co, cd)):
+            first, _, _ = await c.post_stream(body)
+            if i >= 2:                                        # two untimed pairs first
+                res[c.side.name].append(first)
+    await cd.close(); await co.close()
+    return res
+
+
+def measure_vllm(vdirect: Side, vours: Side, model: str, n: int = 30) -> dict:
+    res = asyncio.run(vllm_pair(vdirect, vours, chat_body(temperature=0.7, stream=True, model=model, max_tokens=8), n))
+    d = pct(res[vdirect.name], .5)
+    print_table(f"time to first token on the vLLM server: direct vs through ours ({n} each, interleaved, ms)",
+                ["side", "p50", "p95", "added p50"],
+                [[k, fmt(pct(v, .5) * 1e3), fmt(pct(v, .95) * 1e3),
+                  "-" if k == vdirect.name else fmt((pct(v, .5) - d) * 1e3, sign=True)] for k, v in res.items()])
+    return {k: {"p50": pct(v, .5) * 1e3, "p95": pct(v, .95) * 1e3} for k, v in res.items()}
+
+
+def print_targets(wrk: dict, ttfb: dict, cache: dict | None, names: list[str]):
+    print("\ntargets (issue 10), everything on:")
+    def line(text, ok):
+        print(f"  {text} -> {'PASS' if ok else 'MISS'}")
+    if "ours" in names:
+        a95 = wrk["c1/ours"]["added_p95"]
+        line(f"added p95 at 1 client < 2 ms: {fmt(a95, sign=True)} ms", a95 < 2)
+        r16 = wrk["c16/ours"]["rps"]
+        if "portkey" in names:
+            line(f"req/s at 16 clients >= Portkey's: {r16:.0f} vs {wrk['c16/portkey']['rps']:.0f}",
+                 r16 >= wrk["c16/portkey"]["rps"])
+        if "litellm" in names:
+            line(f"req/s at 16 clients >= 10x LiteLLM's: {r16:.0f} vs 10 x {wrk['c16/litellm']['rps']:.0f}",
+                 r16 >= 10 * wrk["c16/litellm"]["rps"])
+        line(f"added time to a stream's first byte < 2 ms (p50): {fmt(ttfb['ours']['added_p50'], sign=True)} ms",
+             ttfb["ours"]["added_p50"] < 2)
+        line(f">= 1,000 req/s on cache hits (16 clients): {cache['c16']['rps']:.0f}", cache["c16"]["rps"] >= 1000)
+    else:
+        print("  ours was not run (--sides): no target read")
+    for n, text in ISSUE.items():
+        if n in names:
+            print(f"  {n} here: {fmt(wrk[f'c1/{n}']['added_p50'], sign=True)} ms p50 / "
+                  f"{fmt(wrk[f'c1/{n}']['added_p99'], sign=True)} ms p99 at 1 client, {wrk[f'c16/{n}']['rps']:.0f} "
+                  f"req/s at 16, {fmt(ttfb[n]['added_p50'], 1, sign=True)} ms to first byte (issue: {text})")
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -532,7 +684,7 @@ def main():
     ap.add_argument("--sides", default=",".join(ALL_SIDES), help="comma-separated, from " + ",".join(ALL_SIDES))
     ap.add_argument("--streams", type=int, default=200, help="streamed requests per side for time to first byte")
     ap.add_argument("--skip-install", action="store_true", help="fail instead of installing a missing peer")
-    ap.add_argument("--vllm-url", help="an already running vLLM OpenAI server (…/v1): time to first token via ours")
+    ap.add_argument("--vllm-url", help="an already running vLLM OpenAI server (.../v1): time to first token via ours")
     ap.add_argument("--vllm-model", help="the served model name at --vllm-url")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)    # internal: run the upstream on PORT
@@ -540,22 +692,22 @@ def main():
     if args.serve_upstream:
         return serve_upstream(args.serve_upstream)
     names = [s.strip() for s in args.sides.split(",") if s.strip()]
-    unknown = set(names) - set(ALL_SIDES)
-    if unknown:
-        ap.error(f"--sides: unknown {sorted(unknown)}; choose from {ALL_SIDES}")
-    if "direct" not in names:
-        names.insert(0, "direct")                                 # every figure is read against it
+    if set(names) - set(ALL_SIDES):
+        ap.error(f"--sides: unknown {sorted(set(names) - set(ALL_SIDES))}; choose from {ALL_SIDES}")
+    if args.vllm_url and not args.vllm_model:
+        ap.error("--vllm-url needs --vllm-model")
+    names = ["direct"] + [n for n in names if n != "direct"]        # every figure is read against direct
     if shutil.which("wrk") is None:
         sys.exit("wrk not found (apt-get install wrk)")
 
-    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("Copyright")[0]
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("Copyright")[0].strip()
     load0 = os.getloadavg()
     print(f"CPU {cpu_model()} | {os.cpu_count()} cores | load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
-          f" | Python {platform.python_version()} | {wrk_version.strip()}")
+          f" | Python {platform.python_version()} | {wrk_version}", flush=True)
     out: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_start": load0, "args": vars(args)}
     procs: list[Proc] = []
     redis = None
-    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="gwbench-"))        # short: redis' unix socket path lives here
     try:
         up_port = free_port()
         up = Proc("upstream", [sys.executable, __file__, "--serve-upstream", up_port], work / "upstream.log").start()
@@ -563,184 +715,52 @@ def main():
         upstream = f"http://127.0.0.1:{up_port}/v1"
         sides = {"direct": Side("direct", f"{upstream}/chat/completions", {}, up, "raw ASGI on uvicorn (uvloop, httptools)")}
         wait_ready(sides["direct"], 30)
-        extra: dict[str, Side] = {}
         if "ours" in names:
             from llm_platform.serve.store import RedisServer
             redis = RedisServer(work / "redis").start()
             key = create_key(work)
             sides["ours"] = start_ours("ours", upstream, redis.url, key, work)
-            extra["ours-pii"] = start_ours("ours-pii", upstream, redis.url, key, work, pii=True)
-            procs += [sides["ours"].proc, extra["ours-pii"].proc]
+            sides["ours-pii"] = start_ours("ours-pii", upstream, redis.url, key, work, pii=True)
+            if args.vllm_url:
+                sides["ours-vllm"] = start_ours("ours-vllm", args.vllm_url.rstrip("/"), redis.url, key, work,
+                                                model=args.vllm_model)
         if "litellm" in names:
-            sides["litellm"] = start_litellm(upstream, work, args.skip_install); procs.append(sides["litellm"].proc)
+            sides["litellm"] = start_litellm(upstream, work, args.skip_install)
         if "portkey" in names:
-            sides["portkey"] = start_portkey(upstream, work, args.skip_install); procs.append(sides["portkey"].proc)
-        for s in [*sides.values(), *extra.values()]:
-            if s.name != "direct":
+            sides["portkey"] = start_portkey(upstream, work, args.skip_install)
+        procs += [s.proc for n, s in sides.items() if n != "direct"]
+        for n, s in sides.items():
+            if n == "ours-vllm":
+                wait_ready(s, 300, chat_body(model=args.vllm_model, max_tokens=4))
+            elif n != "direct":
                 wait_ready(s)
+        print("versions: " + " | ".join(f"{n}: {s.version}" for n, s in sides.items()), flush=True)
+        out["versions"] = {n: s.version for n, s in sides.items()}
         order = [sides[n] for n in names]
-        print("versions: " + " | ".join(f"{s.name}: {s.version}" for s in [*order, *extra.values()]), flush=True)
-        out["versions"] = {s.name: s.version for s in [*order, *extra.values()]}
 
-        # 1. wrk matrix -------------------------------------------------------------------------------------
-        body = chat_body(temperature=0.7)
-        luas = {s.name: write_lua(s, body, work, "chat") for s in order}
-        cells: dict = {c: {s.name: [] for s in order} for c in (1, 16)}
-        for r in range(args.rounds):
-            rot = order[r % len(order):] + order[: r % len(order)]
-            for c in (1, 16):
-                for s in rot:
-                    cells[c][s.name].append(wrk_cell(s, luas[s.name], c, args.seconds, args.warmup))
-            print(f"  round {r + 1}/{args.rounds} done (order {' '.join(s.name for s in rot)}), "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
-        out["wrk"] = cells
-        summary: dict = {}
-        for c in (1, 16):
-            rows = []
-            for s in order:
-                runs, base = cells[c][s.name], cells[c]["direct"]
-                add = {q: med([x[q] - b[q] for x, b in zip(runs, base)]) for q in ("p50", "p95", "p99")}
-                summary[(c, s.name)] = {"rps": med([x["rps"] for x in runs]),
-                                        **{q: med([x[q] for x in runs]) for q in ("p50", "p95", "p99")},
-                                        **{f"added_{q}": v for q, v in add.items()},
-                                        "errors": sum(x["errors"] for x in runs)}
-                m = summary[(c, s.name)]
-                rows.append([s.name, fmt(m["p50"]), fmt(m["p95"]), fmt(m["p99"]),
-                             "-" if s.name == "direct" else f"{fmt(add['p50'], sign=True)} / {fmt(add['p95'], sign=True)}"
-                             f" / {fmt(add['p99'], sign=True)}",
-                             f"{m['rps']:.0f}", f"{m['rps'] / summary[(c, 'direct')]['rps']:.3f}x", str(m["errors"])])
-            print_table(f"wrk, {c} client{'s' if c > 1 else ''} ({'-t1 -c1' if c == 1 else '-t2 -c16'}), "
-                        f"{args.rounds} rounds x {args.seconds:g} s, medians over rounds (ms)",
-                        ["side", "p50", "p95", "p99", "added p50 / p95 / p99 vs direct", "req/s",
-                         "req/s vs direct", "errors"], rows)
-        out["wrk_summary"] = {f"c{c}/{n}": v for (c, n), v in summary.items()}
-
-        # 2. stream time to first byte ----------------------------------------------------------------------
-        ttfb = asyncio.run(ttfb_interleaved(order, args.streams, chat_body(temperature=0.7, stream=True)))
-        rows, tsum = [], {}
-        for s in order:
-            f, d = ttfb[s.name]["first"], ttfb["direct"]["first"]
-            tsum[s.name] = {"p50": pct(f, .5) * 1e3, "p95": pct(f, .95) * 1e3, "p99": pct(f, .99) * 1e3,
-                            "added_p50": (pct(f, .5) - pct(d, .5)) * 1e3, "added_p95": (pct(f, .95) - pct(d, .95)) * 1e3,
-                            "total_p50": pct(ttfb[s.name]["total"], .5) * 1e3, "events": ttfb[s.name]["events"]}
-            t = tsum[s.name]
-            rows.append([s.name, fmt(t["p50"]), fmt(t["p95"]), fmt(t["p99"]),
-                         "-" if s.name == "direct" else f"{fmt(t['added_p50'], sign=True)} / {fmt(t['added_p95'], sign=True)}",
-                         fmt(t["total_p50"]), str(t["events"])])
-        print_table(f"stream: time to the first SSE data line, {args.streams} requests per side, one at a time, "
-                    "interleaved (ms)", ["side", "p50", "p95", "p99", "added p50 / p95 vs direct", "whole stream p50",
-                                         "data lines"], rows)
-        out["ttfb"] = tsum
-
-        # 3. cache hits -------------------------------------------------------------------------------------
-        if "ours" in sides:
-            hit_body = chat_body(temperature=0, content="What is the capital of France?")
-            ours = sides["ours"]
-            http("POST", ours.url, hit_body, {"Content-Type": "application/json", **ours.headers})   # fills the cache
-            lua = write_lua(ours, hit_body, work, "hit")
-            before = int(http("GET", f"http://127.0.0.1:{up_port}/bench/count")[1])
-            hits = {c: wrk_cell(ours, lua, c, args.seconds, args.warmup) for c in (16, 1)}
-            reached = int(http("GET", f"http://127.0.0.1:{up_port}/bench/count")[1]) - before
-            served = sum(h["requests"] for h in hits.values())
-            print_table(f"cache hits: ours, temperature 0, one fixed body, {args.seconds:g} s per cell "
-                        f"(upstream reached {reached} times during {served}+ requests)",
-                        ["clients", "p50 ms", "p95 ms", "p99 ms", "req/s", "vs ours uncached", "errors"],
-                        [[str(c), fmt(h["p50"]), fmt(h["p95"]), fmt(h["p99"]), f"{h['rps']:.0f}",
-                          f"{h['rps'] / summary[(c, 'ours')]['rps']:.2f}x", str(h["errors"])] for c, h in hits.items()])
-            out["cache_hits"] = {**{f"c{c}": h for c, h in hits.items()}, "upstream_reached": reached}
-
-            # 4. PII masking's cost -------------------------------------------------------------------------
-            pii_body = chat_body(temperature=0.7, content=(
-                "Hi, I am Maria Gonzalez. Please email me at maria.gonzalez@example.com or call +1 415 555 0134 "
-                "about my order."))
-            pii_sides = [ours, extra["ours-pii"]]
-            pl = {s.name: write_lua(s, pii_body, work, "pii") for s in pii_sides}
-            pcells = {s.name: [] for s in pii_sides}
-            for r in range(args.rounds):
-                for s in (pii_sides if r % 2 == 0 else pii_sides[::-1]):
-                    pcells[s.name].append(wrk_cell(s, pl[s.name], 1, args.seconds, args.warmup))
-            add = {q: med([on[q] - off[q] for on, off in zip(pcells["ours-pii"], pcells["ours"])]) for q in ("p50", "p95")}
-            print_table(f"PII masking's cost: ours with input PII masking on vs off, 1 client, same body (email, phone, "
-                        f"name), {args.rounds} rounds x {args.seconds:g} s (ms)",
-                        ["side", "p50", "p95", "req/s", "added p50 / p95 by masking", "errors"],
-                        [[s.name, fmt(med([x["p50"] for x in pcells[s.name]])), fmt(med([x["p95"] for x in pcells[s.name]])),
-                          f"{med([x['rps'] for x in pcells[s.name]]):.0f}",
-                          "-" if s is ours else f"{fmt(add['p50'], sign=True)} / {fmt(add['p95'], sign=True)}",
-                          str(sum(x["errors"] for x in pcells[s.name]))] for s in pii_sides])
-            out["pii"] = {"cells": pcells, "added": add}
-            masked = http("POST", extra["ours-pii"].url, pii_body,
-                          {"Content-Type": "application/json", **extra["ours-pii"].headers})
-            print(f"  (ours-pii answered HTTP {masked[0]}; audit/log show whether the upstream saw masked text)")
-
-        # 5. time to first token on a real vLLM server (never started here) ---------------------------------
+        out["wrk"] = measure_wrk(order, work, args.rounds, args.seconds, args.warmup)
+        out["ttfb"] = measure_ttfb(order, args.streams)
+        if "ours" in names:
+            out["cache_hits"] = measure_cache_hits(sides["ours"], upstream, work, out["wrk"], args.seconds, args.warmup)
+            out["pii"] = measure_pii(sides["ours"], sides["ours-pii"], work, args.rounds, args.seconds, args.warmup)
         if args.vllm_url and "ours" in names:
-            if not args.vllm_model:
-                ap.error("--vllm-url needs --vllm-model")
-            vside = start_ours("ours-vllm", args.vllm_url.rstrip("/"), redis.url, key, work, model=args.vllm_model)
-            procs.append(vside.proc)
-            wait_ready(vside, 300, chat_body(model=args.vllm_model, max_tokens=4))
-            vdirect = Side("vllm-direct", args.vllm_url.rstrip("/") + "/chat/completions")
-            vbody = chat_body(temperature=0.7, stream=True, model=args.vllm_model, max_tokens=8)
-            res = asyncio.run(_vllm_pair(vdirect, vside, vbody, 30))
-            print_table("time to first token on the vLLM server: direct vs through ours (30 each, interleaved, ms)",
-                        ["side", "p50", "p95", "added p50"],
-                        [[k, fmt(pct(v, .5) * 1e3), fmt(pct(v, .95) * 1e3),
-                          "-" if k == "vllm-direct" else fmt((pct(v, .5) - pct(res["vllm-direct"], .5)) * 1e3, sign=True)]
-                         for k, v in res.items()])
-            out["vllm_ttft"] = res
+            out["vllm_ttft"] = measure_vllm(Side("vllm-direct", args.vllm_url.rstrip("/") + "/chat/completions"),
+                                            sides["ours-vllm"], args.vllm_model)
         else:
-            print("\ntime to first token on the real vLLM server: not measured (this script never starts vLLM; "
-                  "pass --vllm-url and --vllm-model of a running one)")
-
-        # targets -------------------------------------------------------------------------------------------
-        print("\ntargets (issue 10), everything on:")
-        if "ours" in sides:
-            a95 = summary[(1, "ours")]["added_p95"]
-            print(f"  added p95 at 1 client < 2 ms: {fmt(a95, sign=True)} ms -> {verdict(a95 < 2)}")
-            r16 = summary[(16, "ours")]["rps"]
-            if "portkey" in sides:
-                pk = summary[(16, "portkey")]["rps"]
-                print(f"  req/s at 16 clients >= Portkey's: {r16:.0f} vs {pk:.0f} -> {verdict(r16 >= pk)}")
-            if "litellm" in sides:
-                ll = summary[(16, "litellm")]["rps"]
-                print(f"  req/s at 16 clients >= 10x LiteLLM's: {r16:.0f} vs 10 x {ll:.0f} -> {verdict(r16 >= 10 * ll)}")
-            at = tsum["ours"]["added_p50"]
-            print(f"  added time to a stream's first byte < 2 ms (p50): {fmt(at, sign=True)} ms -> {verdict(at < 2)}")
-            ch = out["cache_hits"]["c16"]["rps"]
-            print(f"  >= 1,000 req/s on cache hits (16 clients): {ch:.0f} -> {verdict(ch >= 1000)}")
-        else:
-            print("  ours was not run (--sides): no target read")
-        for n, text in ISSUE.items():
-            if n in sides:
-                m1, m16 = summary[(1, n)], summary[(16, n)]
-                print(f"  {n} here: {fmt(m1['added_p50'], sign=True)} ms p50 / {fmt(m1['added_p99'], sign=True)} ms p99 "
-                      f"at 1 client, {m16['rps']:.0f} req/s at 16, +{tsum[n]['added_p50']:.1f} ms to first byte "
-                      f"(issue: {text})")
+            print("\ntime to first token on the real vLLM server: not measured (this script never starts vLLM; pass "
+                  "--vllm-url and --vllm-model of a running one, with ours among --sides)")
+        print_targets(out["wrk"], out["ttfb"], out.get("cache_hits"), names)
     finally:
         for p in reversed(procs):
             p.stop()
         if redis is not None:
             redis.stop()
         load1 = os.getloadavg()
-        print(f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (start {load0[0]:.2f}); "
-              f"logs in {work}")
         out["loadavg_end"] = load1
+        print(f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (start {load0[0]:.2f}, "
+              f"{os.cpu_count()} cores); logs in {work}")
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1, default=str))
-
-
-async def _vllm_pair(direct: Side, ours: Side, body: bytes, n: int) -> dict:
-    "Time to the first SSE data line on a real model server, direct vs through ours, alternating which goes first."
-    cd, co = RawClient(direct), RawClient(ours)
-    res = {"vllm-direct": [], "ours-vllm": []}
-    for i in range(n + 2):
-        pair = [(cd, "vllm-direct"), (co, "ours-vllm")]
-        for c, k in (pair if i % 2 == 0 else pair[::-1]):
-            first, _, _ = await c.post_stream(body)
-            if i >= 2:                                 # two untimed pairs first
-                res[k].append(first)
-    await cd.close(); await co.close()
-    return res
 
 
 if __name__ == "__main__":
