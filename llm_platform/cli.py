@@ -34,6 +34,11 @@ app.add_typer(safety_app, name="safety")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(pipeline_app, name="pipeline")
+serve_app = typer.Typer(help="vLLM on a model folder; `serve swap` moves a gateway model to another version.")
+gateway_app = typer.Typer(help="The serving gateway: auth, quotas, cache, guardrails, balancing, audit, metrics.",
+                          no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+app.add_typer(gateway_app, name="gateway")
 console = Console(stderr=True)
 
 SetOpt = typer.Option(None, "--set", "-s", help="dotted override, e.g. --set train.max_steps=10 (repeatable)")
@@ -43,9 +48,9 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 # %% auto #0
-__all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'console', 'SetOpt', 'models_list', 'models_prepare',
-           'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune',
-           'serve', 'ui', 'demo']
+__all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
+           'models_list', 'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run',
+           'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'serve_swap']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -281,12 +286,15 @@ def _stop_on_sigterm() -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # started in the background by a shell
         signal.signal(signal.SIGINT, handler)
 
-@app.command()
-def serve(model: Optional[str] = typer.Option(None, help="model folder (or hub id on a GPU host)"),
+@serve_app.callback(invoke_without_command=True)
+def serve(ctx: typer.Context,
+          model: Optional[str] = typer.Option(None, help="model folder (or hub id on a GPU host)"),
           run: Optional[str] = typer.Option(None, help="serve the merged model of this pipeline run"),
           config: Path = typer.Option(Path("configs/serving/vllm_config.yaml"), help="serving YAML"),
           overrides: Optional[list[str]] = SetOpt):
-    "Start vLLM's OpenAI-compatible server and keep it up until Ctrl-C."
+    "Start vLLM's OpenAI-compatible server and keep it up until Ctrl-C (or run a subcommand: swap)."
+    if ctx.invoked_subcommand:
+        return
     from llm_platform.serve.vllm_server import VLLMServer
     try:
         cfg = load_config(config, overrides, kind=ServingConfig)
@@ -327,32 +335,93 @@ def ui(api_base: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-com
 def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
          run: Optional[str] = typer.Option(None, help="skip training: serve this finished run"),
          overrides: Optional[list[str]] = SetOpt,
+         gateway_config: Path = typer.Option(Path("configs/serving/gateway.yaml"), help="gateway YAML in front of vLLM"),
          exit_after_start: bool = typer.Option(False, help="stop once both URLs answer (for scripted checks)")):
-    "Pipeline -> vLLM server on the merged model -> Gradio UI; prints both URLs."
+    "Pipeline -> vLLM on the merged model -> the gateway in front -> Gradio UI; prints the URLs and a demo key."
     from llm_platform.pipeline import PipelineStepError, find_run, run_pipeline
+    from llm_platform.serve.config import GatewayConfig
+    from llm_platform.serve.gateway import GatewayProcess
     from llm_platform.serve.vllm_server import VLLMServer
     from llm_platform.ui.chat import launch_chat_ui
     t0 = time.monotonic()
+    server = gateway = None
     try:
         info = find_run(run) if run else run_pipeline(config, overrides)
         cfg = load_config(info["config_path"], info["overrides"])
         serving = cfg.serving.model_copy(update={"served_model_name": cfg.serving.served_model_name or info["run_id"]})
+        gw_cfg = load_config(gateway_config, kind=GatewayConfig)
+        name = serving.served_model_name
+        version = f"{info.get('registered_model', name)}/{info['registered_version']}" if info.get("registered_version") else name
         server = VLLMServer(info["model_dir"], serving)
+        gw_cfg = gw_cfg.model_copy(update={"models": {name: {"replicas": [
+            {"url": server.base_url, "version": version, "upstream_model": name}]}}})
+        gw_cfg = GatewayConfig.model_validate(gw_cfg.model_dump())
         _stop_on_sigterm()
         server.start().wait_healthy()
+        gateway = GatewayProcess(gw_cfg).start().wait_healthy()
+        from llm_platform.serve.steps import Authenticator
+        key, rec = Authenticator(gw_cfg.auth).keys.create("demo", ["chat"], ttl_days=1, tenant="demo")
     except (ConfigError, PipelineStepError, FileNotFoundError, ValueError, RuntimeError, TimeoutError, KeyError) as e:
+        for s in (gateway, server):
+            if s is not None:
+                s.stop()
         _fail(e)
+    api = f"{gateway.url}/v1"
     try:
-        _, ui_url = launch_chat_ui(server.base_url, server.served_model_name, cfg.ui, block=False)
+        _, ui_url = launch_chat_ui(api, name, cfg.ui, block=False, api_key=key)
         console.print(Panel.fit(
             f"run:        {info['run_id']} ({time.monotonic() - t0:.0f} s)\n"
-            f"OpenAI API: [bold]{server.base_url}[/]  (model: {server.served_model_name})\n"
-            f"Chat UI:    [bold]{ui_url}[/]\nCtrl-C stops both.", title="llm_platform demo"))
-        print(f"API_URL={server.base_url}\nUI_URL={ui_url}", flush=True)
-        while not exit_after_start and server.proc and server.proc.poll() is None:
+            f"OpenAI API: [bold]{api}[/]  (model: {name}, version {version}; vLLM behind it: {server.base_url})\n"
+            f"Demo key:   [bold]{key}[/]  (id {rec.id}, expires in 1 day; `llm-platform keys revoke {rec.id}`)\n"
+            f"Chat UI:    [bold]{ui_url}[/]\nCtrl-C stops all three.", title="llm_platform demo"))
+        print(f"API_URL={api}\nAPI_KEY={key}\nUI_URL={ui_url}", flush=True)
+        while not exit_after_start and server.proc and server.proc.poll() is None and gateway.proc.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
+        gateway.stop()
         server.stop()
         console.print("demo stopped")
+
+# %% ../nbs/91_cli.ipynb #6a1c2e5d
+@gateway_app.command("run")
+def gateway_run(config: Path = typer.Option(Path("configs/serving/gateway.yaml"), help="gateway YAML"),
+                overrides: Optional[list[str]] = SetOpt):
+    "Serve the OpenAI-compatible gateway until Ctrl-C."
+    from llm_platform.serve.config import GatewayConfig
+    from llm_platform.serve.gateway import run_gateway
+    try:
+        cfg = load_config(config, overrides, kind=GatewayConfig)
+        console.print(f"gateway on http://{cfg.host}:{cfg.port}/v1 -> models {', '.join(cfg.models)} "
+                      f"(store {cfg.store_url().split('@')[-1]}, {cfg.workers} worker(s))")
+        run_gateway(cfg)
+    except (ConfigError, ValueError, RuntimeError, OSError) as e:
+        _fail(e)
+
+@serve_app.command("swap")
+def serve_swap(target: str = typer.Argument(..., help="demo@champion (MLflow alias), demo/3 (version) or a model folder"),
+               model: Optional[str] = typer.Option(None, help="served model name (default: TARGET's name before @ or /)"),
+               config: Path = typer.Option(Path("configs/serving/gateway.yaml"), help="the running gateway's YAML"),
+               overrides: Optional[list[str]] = SetOpt,
+               timeout: float = typer.Option(900, help="seconds to wait for the new version to take traffic"),
+               wait: bool = typer.Option(True, help="wait until the swap finished")):
+    "Hot swap: start TARGET's replica, probe it, move new requests to it, drain and stop the old one."
+    import re
+
+    from llm_platform.serve.config import GatewayConfig
+    from llm_platform.serve.manager import request_swap, wait_swap
+    try:
+        cfg = load_config(config, overrides, kind=GatewayConfig)
+        name = model or re.split(r"[@/]", target)[0]
+        if name not in cfg.models or not cfg.models[name].target:
+            raise ValueError(f"{config}: model {name!r} is not managed (give it a `target`); managed: "
+                             f"{[n for n, r in cfg.models.items() if r.target]}")
+        state = resolve_path(cfg.manager.state_dir)
+        request_swap(state, name, target)
+        if wait:
+            route = wait_swap(state, name, target, timeout)
+            console.print(f"{name} now serves {route['version']} ({target})")
+    except (ConfigError, ValueError, RuntimeError, TimeoutError, FileNotFoundError) as e:
+        _fail(e)
+

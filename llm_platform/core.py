@@ -19,7 +19,7 @@ from typing import Any
 
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
-           'sha256_file', 'new_run_id', 'write_json', 'read_json', 'open_mlflow']
+           'sha256_file', 'new_run_id', 'write_json', 'read_json', 'open_mlflow', 'die_with_parent']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -148,3 +148,14 @@ def open_mlflow(tracking_uri: str,   # e.g. sqlite:///runs/mlflow.db (relative: 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
     return mlflow
+
+# %% ../nbs/00_core.ipynb #8c79d0f9
+def die_with_parent(sig: int = 15) -> None:
+    "Popen `preexec_fn`: the child gets `sig` (SIGTERM) when its parent dies (Linux prctl PR_SET_PDEATHSIG)."
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)
+    except (OSError, AttributeError):   # not Linux: the parent's own stop() still applies
+        return
+    if os.getppid() == 1:               # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)

@@ -55,6 +55,9 @@ class APIKeyRecord(BaseModel):
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+    tenant: str | None = None          # whose usage this is (audit, quotas per tenant)
+    models: list[str] = ["*"]          # served model names the key may call; * for all
+    tier: str | None = None            # the gateway's limit tier (requests/tokens per window); None: its default
 
 def _now() -> float:
     return time.time()
@@ -68,11 +71,19 @@ class APIKeyStore:
         self.path, self.prefix = Path(path), prefix
         self._key_re = re.compile(rf"^{prefix}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
         self._lock = FileLock(str(self.path) + ".lock")
+        self._cache: tuple[tuple, dict[str, APIKeyRecord]] | None = None
 
     def _read(self) -> dict[str, APIKeyRecord]:
-        if not self.path.exists():
+        "The records, parsed again only when the file changed (a revocation is seen by the next verify)."
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
             return {}
-        return {k: APIKeyRecord(**v) for k, v in json.loads(self.path.read_text())["keys"].items()}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._cache is None or self._cache[0] != stamp:
+            recs = {k: APIKeyRecord(**v) for k, v in json.loads(self.path.read_text())["keys"].items()}
+            self._cache = (stamp, recs)
+        return self._cache[1]
 
     def _write(self, recs: dict[str, APIKeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,16 +93,18 @@ class APIKeyStore:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
-    def create(self, name: str, scopes: list[str], ttl_days: float | None = 90) -> tuple[str, APIKeyRecord]:
+    def create(self, name: str, scopes: list[str], ttl_days: float | None = 90, tenant: str | None = None,
+               models: list[str] = ("*",), tier: str | None = None) -> tuple[str, APIKeyRecord]:
         "A new key: returns (the key, shown once; its stored record)."
         with self._lock:
-            recs = self._read()
+            recs = dict(self._read())
             kid = secrets.token_hex(6)
             while kid in recs:
                 kid = secrets.token_hex(6)
             key = f"{self.prefix}_{kid}_{secrets.token_urlsafe(32)}"
             rec = APIKeyRecord(id=kid, name=name, sha256=_digest(key), scopes=sorted(set(scopes)), created_at=_now(),
-                               expires_at=_now() + ttl_days * 86400 if ttl_days else None)
+                               expires_at=_now() + ttl_days * 86400 if ttl_days else None, tenant=tenant,
+                               models=sorted(set(models)) or ["*"], tier=tier)
             recs[kid] = rec
             self._write(recs)
         return key, rec
@@ -101,10 +114,10 @@ class APIKeyStore:
 
     def revoke(self, kid: str) -> APIKeyRecord:
         with self._lock:
-            recs = self._read()
+            recs = dict(self._read())
             if kid not in recs:
                 raise KeyError(f"no API key with id {kid!r} in {self.path}")
-            recs[kid].revoked_at = recs[kid].revoked_at or _now()
+            recs[kid] = recs[kid].model_copy(update={"revoked_at": recs[kid].revoked_at or _now()})
             self._write(recs)
             return recs[kid]
 
@@ -189,9 +202,12 @@ STORE_OPT = typer.Option("runs/auth/api_keys.json", "--store", help="key store (
 def keys_create(name: str = typer.Argument(..., help="who or what the key is for"),
                 scope: list[str] = typer.Option(["chat"], "--scope", help="repeat for several; * for all"),
                 ttl_days: float = typer.Option(90, help="days until expiry; 0: never"),
+                tenant: str = typer.Option(None, help="tenant the key's usage belongs to"),
+                model: list[str] = typer.Option(["*"], "--model", help="served model the key may call; repeat; * for all"),
+                tier: str = typer.Option(None, help="gateway limit tier (configs/serving/gateway.yaml auth.tiers)"),
                 store: str = STORE_OPT):
     "Create a key and print it once; only its hash is stored."
-    key, rec = APIKeyStore(store).create(name, scope, ttl_days or None)
+    key, rec = APIKeyStore(store).create(name, scope, ttl_days or None, tenant, model, tier)
     typer.echo(key)
     typer.echo(f"id {rec.id} scopes {','.join(rec.scopes)} (the key is not stored; keep it now)", err=True)
 
@@ -202,7 +218,8 @@ def keys_list(store: str = STORE_OPT):
     for r in APIKeyStore(store).list():
         state = ("revoked" if r.revoked_at else "expired" if r.expires_at and r.expires_at <= now else "active")
         exp = dt.datetime.fromtimestamp(r.expires_at, dt.UTC).strftime("%Y-%m-%d") if r.expires_at else "never"
-        typer.echo(f"{r.id}  {state:8} expires {exp}  scopes {','.join(r.scopes)}  {r.name}")
+        typer.echo(f"{r.id}  {state:8} expires {exp}  scopes {','.join(r.scopes)}  models {','.join(r.models)}  "
+                   f"tenant {r.tenant or '-'}  tier {r.tier or 'default'}  {r.name}")
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, store: str = STORE_OPT):

@@ -70,11 +70,12 @@ def build_chat_app(api_base: str,                 # e.g. http://127.0.0.1:8000/v
     return gr.ChatInterface(respond, title=cfg.title, flagging_mode="never",
                             description=f"Answers come from `{api_base}` (OpenAI-compatible API).")
 
-def launch_chat_ui(api_base: str, model: str | None = None, cfg: UIConfig | None = None, block: bool = True):
+def launch_chat_ui(api_base: str, model: str | None = None, cfg: UIConfig | None = None, block: bool = True,
+                   api_key: str | None = None):
     "Build and launch the UI; returns (app, local URL). With block=False it serves in a background thread."
     cfg = cfg or UIConfig()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = build_chat_app(api_base, model, cfg)
+    app = build_chat_app(api_base, model, cfg, api_key)
     app.queue().launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
                        show_error=True)
     url = f"http://{cfg.host}:{cfg.port}/"
