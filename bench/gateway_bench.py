@@ -77,12 +77,12 @@ def _chunks(model: str, usage: bool) -> list[bytes]:
             "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": _CREATED, "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}).encode() + b"\n\n"
     out = [chunk({"role": "assistant", "content": ""})]
-    out += [chunk({"content": w}) for w in ("Hello", " from", " the", " instant", " upstream.")]
+    out += [chunk({"content": w}) for w in ("Hello", " from", " the", " instant", " upstream:", " every", " token", " at", " once.")]
     out.append(chunk({}, "stop"))
     if usage:
         out.append(b"data: " + json.dumps({
             "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": _CREATED, "model": model,
-            "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}).encode()
+            "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}}).encode()
                    + b"\n\n")
     return out + [b"data: [DONE]\n\n"]
 
@@ -427,6 +427,25 @@ def wrk_cell(side: Side, lua: Path, clients: int, seconds: int, warmup: int) -> 
 
 
 # ----------------------------------------------------------------------------------------------- stream TTFB
+@dataclass
+class Stream:
+    "What one streamed request took (seconds from sending) and delivered."
+    first: float | None = None              # the first complete `data:` line
+    first_content: float | None = None      # the first `data:` line carrying text
+    total: float = 0.0
+    events: int = 0
+    text: str = ""
+
+
+def stream_text(line: bytes) -> str:
+    "The text one SSE `data:` line carries (chat delta content or completion text)."
+    try:
+        msg = json.loads(line[5:])
+    except ValueError:
+        return ""
+    return "".join((ch.get("delta") or {}).get("content") or ch.get("text") or "" for ch in msg.get("choices") or ())
+
+
 class RawClient:
     "HTTP/1.1 keep-alive over asyncio streams; times the first SSE `data:` line of a streamed response."
 
@@ -440,8 +459,8 @@ class RawClient:
                 await self.writer.wait_closed()
         self.reader = self.writer = None
 
-    async def post_stream(self, body: bytes) -> tuple[float, float, int]:
-        "(seconds to the first `data:` line, seconds to the end, events read); raises on a non-200 answer."
+    async def post_stream(self, body: bytes) -> Stream:
+        "One streamed request on the kept-alive connection; raises on a non-200 answer or a stream without [DONE]."
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(*self.side.host_port)
         host, port = self.side.host_port
@@ -456,13 +475,18 @@ class RawClient:
         while (line := await self.reader.readline()) not in (b"\r\n", b"\n", b""):
             k, _, v = line.decode("latin-1").partition(":")
             headers[k.strip().lower()] = v.strip().lower()
-        first, buf = None, b""
+        st, buf, scanned = Stream(), b"", 0
 
-        def seen(data: bytes):
-            nonlocal first, buf
+        def seen(data: bytes):                  # stamp the first complete data line, and the first with content
+            nonlocal buf, scanned
             buf += data
-            if first is None and b"data:" in buf and b"\n" in buf[buf.index(b"data:"):]:
-                first = time.perf_counter() - t0
+            while st.first_content is None and (end := buf.find(b"\n", scanned)) >= 0:
+                line, scanned = buf[scanned:end].strip(), end + 1
+                if line.startswith(b"data:"):
+                    now = time.perf_counter() - t0
+                    st.first = now if st.first is None else st.first
+                    if line[5:].strip() != b"[DONE]" and stream_text(line):
+                        st.first_content = now
 
         if "chunked" in headers.get("transfer-encoding", ""):
             while True:
@@ -478,25 +502,26 @@ class RawClient:
         else:
             seen(await self.reader.read())
             headers["connection"] = "close"
-        total = time.perf_counter() - t0
+        st.total = time.perf_counter() - t0
         if headers.get("connection") == "close":
             await self.close()
-        if status != 200 or first is None or b"[DONE]" not in buf:
+        if status != 200 or st.first is None or b"[DONE]" not in buf:
             raise RuntimeError(f"{self.side.name}: stream answered HTTP {status}: {buf[:300]!r}")
-        return first, total, buf.count(b"data:")
+        lines = [x.strip() for x in buf.split(b"\n") if x.strip().startswith(b"data:")]
+        st.events, st.text = len(lines), "".join(stream_text(x) for x in lines if x[5:].strip() != b"[DONE]")
+        return st
 
 
-async def ttfb_interleaved(sides: list[Side], n: int, body: bytes) -> dict:
-    "n streamed requests per side, one at a time, side order rotated per request; per side: lists of seconds."
+async def ttfb_interleaved(sides: list[Side], n: int, body: bytes) -> dict[str, list[Stream]]:
+    "n streamed requests per side, one at a time, side order rotated per request."
     clients = {s.name: RawClient(s) for s in sides}
-    out = {s.name: {"first": [], "total": [], "events": 0} for s in sides}
+    out = {s.name: [] for s in sides}
     for s in sides:                                            # warm-up: connections, caches, JITs
         for _ in range(5):
             await clients[s.name].post_stream(body)
     for i in range(n):
         for s in sides[i % len(sides):] + sides[: i % len(sides)]:
-            first, total, events = await clients[s.name].post_stream(body)
-            out[s.name]["first"].append(first); out[s.name]["total"].append(total); out[s.name]["events"] = events
+            out[s.name].append(await clients[s.name].post_stream(body))
     for c in clients.values():
         await c.close()
     return out
@@ -562,19 +587,27 @@ def measure_wrk(order: list[Side], work: Path, rounds: int, seconds: int, warmup
 
 
 def measure_ttfb(order: list[Side], n: int) -> dict:
-    "Time to the first SSE data line, n streamed requests per side, interleaved request by request."
+    "Time to the first SSE data line (and to the first with text), n streamed requests per side, interleaved."
     raw = asyncio.run(ttfb_interleaved(order, n, chat_body(temperature=0.7, stream=True)))
-    out, rows, d = {}, [], raw["direct"]["first"]
+    out, rows = {}, []
+    d = [x.first for x in raw["direct"]]
     for s in order:
-        f = raw[s.name]["first"]
+        f, fc = [x.first for x in raw[s.name]], [x.first_content for x in raw[s.name] if x.first_content is not None]
+        text_ok = sum(x.text == raw["direct"][0].text for x in raw[s.name])
         t = out[s.name] = {"p50": pct(f, .5) * 1e3, "p95": pct(f, .95) * 1e3, "p99": pct(f, .99) * 1e3,
                            "added_p50": (pct(f, .5) - pct(d, .5)) * 1e3, "added_p95": (pct(f, .95) - pct(d, .95)) * 1e3,
-                           "whole_p50": pct(raw[s.name]["total"], .5) * 1e3, "data_lines": raw[s.name]["events"]}
+                           "first_text_p50": pct(fc, .5) * 1e3 if fc else float("nan"),
+                           "whole_p50": pct([x.total for x in raw[s.name]], .5) * 1e3,
+                           "data_lines": raw[s.name][-1].events, "text_intact": text_ok, "text": raw[s.name][-1].text}
         rows.append([s.name, fmt(t["p50"]), fmt(t["p95"]), fmt(t["p99"]),
                      "-" if s.name == "direct" else f"{fmt(t['added_p50'], sign=True)} / {fmt(t['added_p95'], sign=True)}",
-                     fmt(t["whole_p50"]), str(t["data_lines"])])
+                     fmt(t["first_text_p50"]), fmt(t["whole_p50"]), str(t["data_lines"]), f"{text_ok}/{n}"])
     print_table(f"stream: time to the first SSE data line, {n} requests per side, one at a time, interleaved (ms)",
-                ["side", "p50", "p95", "p99", "added p50 / p95", "whole stream p50", "data lines"], rows)
+                ["side", "p50", "p95", "p99", "added p50 / p95", "first text p50", "whole stream p50", "data lines",
+                 "text intact"], rows)
+    for s in order:
+        if out[s.name]["text_intact"] < n:
+            print(f"  {s.name} streamed {out[s.name]['text']!r} where the upstream sent {raw['direct'][0].text!r}")
     return out
 
 
@@ -627,14 +660,14 @@ def measure_pii(off: Side, on: Side, work: Path, rounds: int, seconds: int, warm
 
 
 async def vllm_pair(direct: Side, ours: Side, body: bytes, n: int) -> dict:
-    "Time to the first SSE data line on a real model server, direct vs through ours, alternating which goes first."
+    "Time to the first streamed text on a real model server, direct vs through ours, alternating which goes first."
     cd, co = RawClient(direct), RawClient(ours)
     res = {direct.name: [], ours.name: []}
     for i in range(n + 2):
         for c in ((cd, co) if i % 2 == 0 else (co, cd)):
-            first, _, _ = await c.post_stream(body)
+            st = await c.post_stream(body)
             if i >= 2:                                        # two untimed pairs first
-                res[c.side.name].append(first)
+                res[c.side.name].append(st.first_content if st.first_content is not None else st.first)
     await cd.close(); await co.close()
     return res
 
