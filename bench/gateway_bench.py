@@ -198,6 +198,25 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
         return e.code, e.read()
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(session: int, also: list[int] = ()) -> float:
+    "CPU seconds of every live process in `session` plus the pids in `also` (from /proc; 1/CLK_TCK resolution)."
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        if int(rest[3]) == session or int(d.name) in also:
+            total += int(rest[11]) + int(rest[12])
+    return total / _TICK
+
+
 @dataclass
 class Side:
     name: str
@@ -205,6 +224,11 @@ class Side:
     headers: dict = field(default_factory=dict)
     proc: Proc | None = None
     version: str = ""
+    also: list[int] = field(default_factory=list)  # more pids whose CPU counts for this side (ours: its Redis)
+
+    def cpu_seconds(self) -> float:
+        "User + system CPU of the side's server: its session (workers included) and `also`."
+        return session_cpu_seconds(self.proc.popen.pid if self.proc else -1, self.also)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -421,9 +445,13 @@ def run_wrk(side: Side, lua: Path, clients: int, seconds: int) -> dict:
 
 
 def wrk_cell(side: Side, lua: Path, clients: int, seconds: int, warmup: int) -> dict:
+    "One timed wrk run after an untimed one; with the server's CPU per request (less noisy than wall time here)."
     if warmup > 0:
         run_wrk(side, lua, clients, warmup)
-    return run_wrk(side, lua, clients, seconds)
+    cpu0 = side.cpu_seconds()
+    r = run_wrk(side, lua, clients, seconds)
+    r["cpu_ms"] = (side.cpu_seconds() - cpu0) * 1e3 / max(1, r["requests"])
+    return r
 
 
 # ----------------------------------------------------------------------------------------------- stream TTFB
@@ -576,13 +604,14 @@ def measure_wrk(order: list[Side], work: Path, rounds: int, seconds: int, warmup
             m = summary[f"c{c}/{s.name}"] = {
                 "rps": med(x["rps"] for x in runs), **{q: med(x[q] for x in runs) for q in ("p50", "p95", "p99")},
                 **{f"added_{q}": med(x[q] - b[q] for x, b in zip(runs, base)) for q in ("p50", "p95", "p99")},
-                "errors": sum(x["errors"] for x in runs), "rounds": runs}
+                "cpu_ms": med(x["cpu_ms"] for x in runs), "errors": sum(x["errors"] for x in runs), "rounds": runs}
             added = "-" if s.name == "direct" else " / ".join(fmt(m[f"added_{q}"], sign=True) for q in ("p50", "p95", "p99"))
             rows.append([s.name, fmt(m["p50"]), fmt(m["p95"]), fmt(m["p99"]), added, f"{m['rps']:.0f}",
-                         f"{m['rps'] / summary[f'c{c}/direct']['rps']:.3f}x", str(m["errors"])])
+                         f"{m['rps'] / summary[f'c{c}/direct']['rps']:.3f}x", fmt(m["cpu_ms"]), str(m["errors"])])
         print_table(f"wrk, {c} client{'s' if c > 1 else ''} ({'-t1 -c1' if c == 1 else '-t2 -c16'}), {rounds} rounds x "
                     f"{seconds} s, medians over rounds (ms); added = side - direct in the same round",
-                    ["side", "p50", "p95", "p99", "added p50 / p95 / p99", "req/s", "req/s vs direct", "errors"], rows)
+                    ["side", "p50", "p95", "p99", "added p50 / p95 / p99", "req/s", "req/s vs direct", "server CPU ms/req",
+                     "errors"], rows)
     return summary
 
 
@@ -630,9 +659,10 @@ def measure_cache_hits(ours: Side, upstream: str, work: Path, wrk_summary: dict,
     reached = upstream_count(upstream) - before
     print_table(f"cache hits: ours, temperature 0, one fixed body, {seconds} s per cell (x-cache: {x_cache}; the "
                 f"upstream was reached {reached} times during {sum(h['requests'] for h in hits.values())}+ requests)",
-                ["clients", "p50 ms", "p95 ms", "p99 ms", "req/s", "vs ours uncached", "errors"],
+                ["clients", "p50 ms", "p95 ms", "p99 ms", "req/s", "vs ours uncached", "server CPU ms/req", "errors"],
                 [[str(c), fmt(h["p50"]), fmt(h["p95"]), fmt(h["p99"]), f"{h['rps']:.0f}",
-                  f"{h['rps'] / wrk_summary[f'c{c}/ours']['rps']:.2f}x", str(h["errors"])] for c, h in hits.items()])
+                  f"{h['rps'] / wrk_summary[f'c{c}/ours']['rps']:.2f}x", fmt(h["cpu_ms"]), str(h["errors"])]
+                 for c, h in hits.items()])
     return {**{f"c{c}": h for c, h in hits.items()}, "x_cache": x_cache, "upstream_reached": reached}
 
 
@@ -648,13 +678,13 @@ def measure_pii(off: Side, on: Side, work: Path, rounds: int, seconds: int, warm
     for r in range(rounds):
         for s in ((off, on) if r % 2 == 0 else (on, off)):
             cells[s.name].append(wrk_cell(s, luas[s.name], 1, seconds, warmup))
-    added = {q: med(a[q] - b[q] for a, b in zip(cells[on.name], cells[off.name])) for q in ("p50", "p95")}
+    added = {q: med(a[q] - b[q] for a, b in zip(cells[on.name], cells[off.name])) for q in ("p50", "p95", "cpu_ms")}
     print_table(f"PII masking's cost: ours with input PII masking on vs off, 1 client, same body (a name, an email, a "
                 f"phone number), {rounds} rounds x {seconds} s (ms)",
-                ["side", "p50", "p95", "req/s", "added p50 / p95 by masking", "errors"],
+                ["side", "p50", "p95", "req/s", "server CPU ms/req", "added p50 / p95 / CPU ms by masking", "errors"],
                 [[s.name, fmt(med(x["p50"] for x in cells[s.name])), fmt(med(x["p95"] for x in cells[s.name])),
-                  f"{med(x['rps'] for x in cells[s.name]):.0f}",
-                  "-" if s is off else f"{fmt(added['p50'], sign=True)} / {fmt(added['p95'], sign=True)}",
+                  f"{med(x['rps'] for x in cells[s.name]):.0f}", fmt(med(x["cpu_ms"] for x in cells[s.name])),
+                  "-" if s is off else " / ".join(fmt(added[q], sign=True) for q in ("p50", "p95", "cpu_ms")),
                   str(sum(x["errors"] for x in cells[s.name]))] for s in (off, on)])
     return {"added": added, "cells": cells}
 
@@ -754,6 +784,7 @@ def main():
             key = create_key(work)
             sides["ours"] = start_ours("ours", upstream, redis.url, key, work)
             sides["ours-pii"] = start_ours("ours-pii", upstream, redis.url, key, work, pii=True)
+            sides["ours"].also = sides["ours-pii"].also = [redis.proc.pid]          # quotas and cache live there
             if args.vllm_url:
                 sides["ours-vllm"] = start_ours("ours-vllm", args.vllm_url.rstrip("/"), redis.url, key, work,
                                                 model=args.vllm_model)
