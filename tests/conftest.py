@@ -48,3 +48,11 @@ def vllm_server(tiny_run):
     cfg = load_config("configs/pipelines/tiny.yaml").serving
     with VLLMServer(tiny_run["model_dir"], cfg, log_path=tiny_run["runs_dir"] / "vllm.log") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    "One real redis-server for the session, on a unix socket in a short temp folder."
+    from llm_platform.serve.store import RedisServer
+    with RedisServer() as server:
+        yield server

@@ -339,10 +339,14 @@ def test_audit_chain_verifies_after_load_on_two_processes(gateways, env):
 
 
 def test_metrics_carry_model_and_version(gateways, env):
-    text = httpx.get(gateways[0].url + "/metrics").text
-    assert 'llmp_gateway_requests_total{model="echo",version="echo-v1",status="200"}' in text
-    assert "llmp_gateway_request_duration_seconds_bucket" in text and "llmp_gateway_quota_refusals_total" in text
-    assert 'llmp_gateway_replica_healthy{model="tiny",version="tiny-v1"' in text
+    from prometheus_client.parser import text_string_to_metric_families
+    fams = {f.name: f for f in text_string_to_metric_families(httpx.get(gateways[0].url + "/metrics").text)}
+    ok = [s for s in fams["llmp_gateway_requests"].samples
+          if s.labels == {"model": "echo", "version": "echo-v1", "status": "200"} and s.name.endswith("_total")]
+    assert ok and ok[0].value > 0
+    assert "llmp_gateway_request_duration_seconds" in fams and "llmp_gateway_quota_refusals" in fams
+    assert any(s.labels.get("model") == "tiny" and s.labels.get("version") == "tiny-v1" and s.value == 1
+               for s in fams["llmp_gateway_replica_healthy"].samples)
 
 
 # ---- faults ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -76,8 +77,9 @@ def port_is_free(host: str, port: int) -> bool:
 class VLLMServer:
     "A vLLM OpenAI-compatible server in a child process group. Use as a context manager."
     def __init__(self, model_dir: str | Path, cfg: ServingConfig, log_path: str | Path | None = None,
-                 device: str | None = None):
-        self.model_dir, self.cfg = str(model_dir), cfg
+                 device: str | None = None,
+                 preexec_fn: Callable[[], None] | None = None):  # run in the child before exec (serve.manager: die with the parent)
+        self.model_dir, self.cfg, self.preexec_fn = str(model_dir), cfg, preexec_fn
         self.device = device or detect_device(cfg.device)
         self.log_path = Path(log_path or cache_dir() / "vllm" / f"server-{cfg.port}.log")
         self.proc: subprocess.Popen | None = None
@@ -97,7 +99,8 @@ class VLLMServer:
         log.info("starting vLLM (%s) on %s: log %s", self.device, self.base_url, self.log_path)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=self.preexec_fn)
         return self
 
     def log_tail(self, lines: int = 30) -> str:
