@@ -11,15 +11,19 @@ One run, one machine, every side started once and pointed at the same upstream: 
 
 Measures (sides alternate: round r runs the sides rotated by r, so drift and other jobs hit every side alike):
   1. wrk, c=1 (-t1) and c=16 (-t2), non-cacheable chat body (temperature 0.7): p50/p95/p99 and req/s per cell;
-     added latency = side - direct in the same round; medians over rounds.
-  2. Time to a stream's first SSE `data:` line, N sequential requests per side, interleaved request by request.
-  3. Cache hits: ours with temperature 0 and one fixed body (every request after the first is a hit), c=16.
-  4. PII masking's cost: a second instance of ours with PII masking on, vs the first, c=1, body with
-     an email, a phone number and a name.
+     added latency = side - direct in the same round; medians over rounds, and the best round. Each cell also
+     reads the side's server CPU per request from /proc (its process session; ours adds its Redis): on a
+     shared machine the figure least bent by other jobs.
+  2. Time to a stream's first SSE `data:` line, N sequential requests per side, interleaved request by request;
+     each stream's text is checked against the upstream's.
+  3. Cache hits: ours with temperature 0 and one fixed body (every request after the first is a hit), c=16 and
+     c=1; checked by `x-cache` and by the upstream's request count.
+  4. PII masking's cost: a second instance of ours with the shipped guardrails' `mask_input_pii` on (output
+     masking off in both), vs the first, c=1, a body with an email, a phone number and a name.
   5. Only with --vllm-url (this script never starts vLLM): time to first token through ours vs direct.
 Exit 0 whatever the figures: it is a measurement, and PASS/MISS lines only read them against the issue's targets.
 
-    PYTHONPATH=. .venv/bin/python bench/gateway_bench.py                    # ~6 min; installs the peers once
+    PYTHONPATH=. .venv/bin/python bench/gateway_bench.py                    # ~5.5 min; installs the peers once
     PYTHONPATH=. .venv/bin/python bench/gateway_bench.py --sides direct,portkey --rounds 1 --seconds 2
     PYTHONPATH=. .venv/bin/python bench/gateway_bench.py --vllm-url http://127.0.0.1:8000/v1 --vllm-model NAME
 """
