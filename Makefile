@@ -51,9 +51,10 @@ tune: setup      ## Optuna study over configs/training/hyperparameter_space.yaml
 
 test: setup system-deps sync-check lint nbtest pytest   ## everything CI checks
 
-system-deps:     ## Chromium for the browser tests (Debian package; needs root or it says what to run)
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || { echo "install Chromium first: sudo apt-get install chromium"; exit 1; }; }
+system-deps:     ## Chromium (browser tests) and redis-server (gateway store) from Debian; needs root or it says what to run
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || { echo "install first: sudo apt-get install $$missing"; exit 1; }; }
 
 sync-check: setup  ## fail if llm_platform/ is not exactly what nbs/ exports
 	PATH=$(BIN):$$PATH bash scripts/check_sync.sh
@@ -74,8 +75,10 @@ lab: setup       ## JupyterLab on the project's kernel (installs the lab extra o
 	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab
 	$(BIN)/jupyter lab --notebook-dir=.
 
-bench: setup     ## serving, training and safety benchmarks (minutes); figures go to docs/benchmarks.md
+bench: setup     ## serving, gateway, training and safety benchmarks (minutes); figures go to docs/benchmarks.md
 	$(BIN)/python bench/serve_bench.py
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; }
+	PYTHONPATH=. $(BIN)/python bench/gateway_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/safety_bench.py
 

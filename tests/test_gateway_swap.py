@@ -28,7 +28,9 @@ def test_hot_swap_under_load_of_8_clients(tiny_run, redis_server, tmp_path):
     state = tmp_path / "state"
     cfg = {"port": free_port(), "workers": 2, "store": redis_server.url,
            "models": {name: {"target": f"{name}@champion", "guardrails": None}},
-           "auth": {"key_store": str(tmp_path / "keys.json")}, "audit": {"path": str(tmp_path / "audit.jsonl")},
+           "auth": {"key_store": str(tmp_path / "keys.json"),      # a tier this load never exhausts
+                    "tiers": {"default": {"requests": 10_000_000, "tokens": 1_000_000_000}}},
+           "audit": {"path": str(tmp_path / "audit.jsonl")},
            "manager": {"state_dir": str(state), "tracking_uri": uri, "runs_dir": str(runs),
                        "serving_config": "configs/serving/vllm_test.yaml", "port_range": [8150, 8199],
                        "poll_s": 0.25, "watch_aliases_s": 0, "drain_timeout_s": 120}}

@@ -74,15 +74,15 @@ def test_hs_rs_confusion_rejected(keyset, rsa_key):
         keyset.verify(forge({"alg": "RS256", "typ": "JWT", "kid": "rs1"}, claims(), mac), CFG)
 
 
-@pytest.mark.parametrize("over,match", [
-    ({"exp": int(time.time()) - 10}, "expired"),
-    ({"aud": "someone-else"}, "(?i)audience"),
-    ({"iss": "https://evil.example"}, "issuer"),
-    ({"nbf": int(time.time()) + 600, "exp": int(time.time()) + 900}, "not yet valid"),
-    ({"exp": int(time.time()) + 86400}, "lifetime"),
-])
+@pytest.mark.parametrize("over,match", [      # times relative to when the test runs, not to collection
+    (lambda now: {"exp": now - 10}, "expired"),
+    (lambda now: {"aud": "someone-else"}, "(?i)audience"),
+    (lambda now: {"iss": "https://evil.example"}, "issuer"),
+    (lambda now: {"nbf": now + 600, "exp": now + 900}, "not yet valid"),
+    (lambda now: {"exp": now + 86400}, "lifetime"),
+], ids=["expired", "audience", "issuer", "not-yet-valid", "lifetime"])
 def test_bad_claims_rejected(keyset, rsa_key, over, match):
-    tok = jwt.encode(claims(**over), rsa_key, algorithm="RS256", headers={"kid": "rs1"})
+    tok = jwt.encode(claims(**over(int(time.time()))), rsa_key, algorithm="RS256", headers={"kid": "rs1"})
     with pytest.raises(AuthError, match=match):
         keyset.verify(tok, CFG)
 
