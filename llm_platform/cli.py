@@ -341,7 +341,7 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
     "Pipeline -> vLLM on the merged model -> the gateway in front -> Gradio UI; prints the URLs and a demo key."
     from llm_platform.pipeline import PipelineStepError, find_run, run_pipeline
     from llm_platform.serve.config import GatewayConfig
-    from llm_platform.serve.gateway import GatewayProcess
+    from llm_platform.serve.app import GatewayProcess
     from llm_platform.serve.vllm_server import VLLMServer
     from llm_platform.ui.chat import launch_chat_ui
     t0 = time.monotonic()
@@ -391,7 +391,7 @@ def gateway_run(config: Path = typer.Option(Path("configs/serving/gateway.yaml")
                 overrides: Optional[list[str]] = SetOpt):
     "Serve the OpenAI-compatible gateway until Ctrl-C."
     from llm_platform.serve.config import GatewayConfig
-    from llm_platform.serve.gateway import run_gateway
+    from llm_platform.serve.app import run_gateway
     try:
         cfg = load_config(config, overrides, kind=GatewayConfig)
         console.print(f"gateway on http://{cfg.host}:{cfg.port}/v1 -> models {', '.join(cfg.models)} "

@@ -18,8 +18,8 @@ from transformers import AutoTokenizer
 from llm_platform.data.chat import render_chat
 from llm_platform.security.audit import verify_log
 from llm_platform.security.auth import APIKeyStore
+from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
-from llm_platform.serve.gateway import GatewayProcess
 from llm_platform.serve.upstream import UpstreamServer
 
 MESSAGES = [{"role": "user", "content": "Does Nimbus Notes work offline?"}]

@@ -22,8 +22,8 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from llm_platform.security.auth import APIKeyStore
+from llm_platform.serve.app import build_app
 from llm_platform.serve.config import GatewayConfig
-from llm_platform.serve.gateway import build_app
 from llm_platform.serve.upstream import UpstreamServer
 
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True, suppress_health_check=list(HealthCheck))

@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from test_gateway import MESSAGES, free_port
 
 from llm_platform.security.auth import APIKeyStore
+from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
-from llm_platform.serve.gateway import GatewayProcess
 from llm_platform.serve.manager import wait_swap
 
 

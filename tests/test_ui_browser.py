@@ -28,8 +28,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def gateway(vllm_server, tmp_path_factory):
     "The gateway in front of vLLM, configured like the demo's; yields (its /v1 URL, a key)."
+    from llm_platform.serve.app import GatewayProcess
     from llm_platform.serve.check import gateway_for
-    from llm_platform.serve.gateway import GatewayProcess
     cfg, key = gateway_for(vllm_server.base_url, "tiny", "tiny-v1", vllm_server.served_model_name,
                            tmp_path_factory.mktemp("ui-gateway"), load_config("configs/serving/gateway.yaml"),
                            _free_port())
