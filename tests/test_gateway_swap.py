@@ -26,13 +26,16 @@ def test_hot_swap_under_load_of_8_clients(tiny_run, redis_server, tmp_path):
     client.set_registered_model_alias(name, "champion", v1.version)
     key, _ = APIKeyStore(tmp_path / "keys.json").create("load", ["chat"])
     state = tmp_path / "state"
+    # replicas unpinned: vLLM's `auto` binding puts every engine on core 0, and during a swap two run at once
+    (tmp_path / "vllm.yaml").write_text("# pytest tests/test_gateway_swap.py\n_base: configs/serving/vllm_test.yaml\n"
+                                        "cpu:\n  omp_threads_bind: nobind\n")
     cfg = {"port": free_port(), "workers": 2, "store": redis_server.url,
            "models": {name: {"target": f"{name}@champion", "guardrails": None}},
            "auth": {"key_store": str(tmp_path / "keys.json"),      # a tier this load never exhausts
                     "tiers": {"default": {"requests": 10_000_000, "tokens": 1_000_000_000}}},
            "audit": {"path": str(tmp_path / "audit.jsonl")},
            "manager": {"state_dir": str(state), "tracking_uri": uri, "runs_dir": str(runs),
-                       "serving_config": "configs/serving/vllm_test.yaml", "port_range": [8150, 8199],
+                       "serving_config": str(tmp_path / "vllm.yaml"), "port_range": [8150, 8199],
                        "poll_s": 0.25, "watch_aliases_s": 0, "drain_timeout_s": 120}}
     (tmp_path / "gateway.yaml").write_text("# pytest tests/test_gateway_swap.py\n" + yaml.safe_dump(cfg))
     with GatewayProcess(GatewayConfig.model_validate(cfg), log_path=tmp_path / "gateway.log") as gw:
@@ -47,6 +50,7 @@ def test_hot_swap_under_load_of_8_clients(tiny_run, redis_server, tmp_path):
                                json={"model": name, "messages": MESSAGES, "max_tokens": 8, "temperature": 0.7})
                     results.append((time.monotonic(), r.status_code, r.headers.get("x-model-version"),
                                     r.json().get("model") if r.status_code == 200 else r.text))
+                    time.sleep(0.1)      # steady, not flat out: the new replica must still start on 2 cores
         threads = [threading.Thread(target=client_loop) for _ in range(8)]
         for t in threads:
             t.start()
