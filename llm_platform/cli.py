@@ -354,9 +354,9 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
         name = serving.served_model_name
         version = f"{info.get('registered_model', name)}/{info['registered_version']}" if info.get("registered_version") else name
         server = VLLMServer(info["model_dir"], serving)
-        gw_cfg = gw_cfg.model_copy(update={"models": {name: {"replicas": [
-            {"url": server.base_url, "version": version, "upstream_model": name}]}}})
-        gw_cfg = GatewayConfig.model_validate(gw_cfg.model_dump())
+        route = {**next(iter(gw_cfg.models.values())).model_dump(), "target": None,
+                 "replicas": [{"url": server.base_url, "version": version, "upstream_model": name}]}
+        gw_cfg = GatewayConfig.model_validate({**gw_cfg.model_dump(), "models": {name: route}})
         _stop_on_sigterm()
         server.start().wait_healthy()
         gateway = GatewayProcess(gw_cfg).start().wait_healthy()
