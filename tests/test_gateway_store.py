@@ -94,6 +94,26 @@ def test_settle_returns_unused_budget_and_refusals_change_nothing(new_store):
     assert (final["requests"], final["tokens"]) == (2, 10)
 
 
+def test_a_settle_in_flight_is_seen_by_the_next_reservation(new_store):
+    "The gateway does not await the settle before replying: the next reservation must still see it."
+    async def main():
+        store, spec = new_store(), LimitSpec(tokens=100)
+        _, r1 = await store.reserve("key", spec, 90)
+        settling = asyncio.ensure_future(store.settle(r1, 1))     # 89 back, not awaited
+        await asyncio.sleep(0)                                    # the gateway's reply goes out here
+        a2, _ = await store.reserve("key", spec, 90)              # 1 + 90 <= 100 only if the settle came first
+        await settling
+        _, r3 = await store.reserve("key", spec, 0)
+        t = time.perf_counter()
+        await store.settle(r3, 5)                                 # alone: written within the batch window
+        alone_s = time.perf_counter() - t
+        usage = await store.usage("key", spec)
+        await store.close()
+        return a2, alone_s, usage
+    a2, alone_s, usage = run(main())
+    assert a2.allowed and usage["tokens"] == 96 and alone_s < 0.5
+
+
 def test_settle_never_goes_below_zero_and_rejects_bad_input(new_store):
     async def main():
         store, spec = new_store(), LimitSpec(tokens=100)

@@ -47,7 +47,7 @@ _HOMOGLYPHS = str.maketrans({
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "@": "a", "$": "s",
          "!": "i", "|": "l", "+": "t", "€": "e"}
 _LEET_L = {**_LEET, "1": "l"}
-_WORD = re.compile(r"\S+")
+_LEET_WORD = re.compile(r"\S*[" + re.escape("".join(_LEET_L)) + r"]\S*")   # only words with a leet character change
 _SPELLED = re.compile(r"(?<![^\W_])(?:[^\W_][\s.\-_*·|/]{1,2}){2,}[^\W_](?![^\W_])")
 
 def _unleet(text: str, table: dict) -> str:
@@ -57,7 +57,7 @@ def _unleet(text: str, table: dict) -> str:
             return w
         core = w.rstrip(".,;:?!\"')")                    # keep sentence punctuation as punctuation
         return "".join(table.get(c, c) for c in core) + w[len(core):]
-    return _WORD.sub(word, text)
+    return _LEET_WORD.sub(word, text)
 
 _LEET_CHAR = re.compile("[" + re.escape("".join(_LEET_L)) + "]")
 
@@ -79,9 +79,10 @@ def variants(text: str) -> list[str]:
     if "1" in base:
         out.append(_unleet(base, _LEET_L))
     squash = lambda s: re.sub(r"[\W_]", "", s)
-    joined = [_SPELLED.sub(lambda m: squash(m.group()), v) for v in out if _SPELLED.search(v)]
+    spelled = [v for v in out if _SPELLED.search(v)]     # searched once: the lookbehind makes it the costly step
+    joined = [_SPELLED.sub(lambda m: squash(m.group()), v) for v in spelled]
     # a one-letter word can precede the spelled-out one ("a b o m b"): also join without the first letter
-    joined += [_SPELLED.sub(lambda m: m.group()[0] + " " + squash(m.group()[1:]), v) for v in out if _SPELLED.search(v)]
+    joined += [_SPELLED.sub(lambda m: m.group()[0] + " " + squash(m.group()[1:]), v) for v in spelled]
     return list(dict.fromkeys(out + joined))
 
 # %% ../../nbs/51_safety_content.ipynb #130f0ffd

@@ -74,7 +74,7 @@ class AuditSpec(Strict):
     enabled: bool = True
     path: str = "runs/gateway/audit.jsonl"
     key_env: str = "LLM_PLATFORM_AUDIT_KEY"   # HMAC key; required outside environment=local
-    flush_ms: float = Field(5, gt=0)          # a batch waits at most this long before it is written
+    flush_ms: float = Field(100, gt=0)        # a batch waits at most this long before it is written (what a crash can lose)
     max_batch: int = Field(512, gt=0)
 
 class GatewayConfig(Strict):

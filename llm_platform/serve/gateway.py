@@ -72,6 +72,7 @@ class Gateway:
         self.routes_path = resolve_path(cfg.manager.state_dir) / "routes.json"
         self._routes_stamp = None
         self._tasks: list[asyncio.Task] = []
+        self._settling: set[asyncio.Task] = set()
 
     async def start(self):
         await self.pool.start()
@@ -84,6 +85,8 @@ class Gateway:
     async def close(self):
         for t in self._tasks:
             t.cancel()
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         if self.audit:
             await self.audit.close()
         await self.pool.close()
@@ -175,7 +178,7 @@ class Gateway:
 
     def note_verdict(self, call: Call, v, what: str) -> None:
         "Count a guardrail verdict, keep it for the audit record, and answer 400 content_filter on a block."
-        self.metrics.verdicts.labels(v.phase, v.action).inc()
+        self.metrics.series(self.metrics.verdicts, v.phase, v.action).inc()
         if v.action != "allow":
             call.verdicts.append(f"{v.phase}:{v.action}:{','.join(sorted({r.name for r in v.reasons}))}")
         if v.action == "block":
@@ -293,7 +296,7 @@ class Gateway:
         up = await self.send(call, path, body, stream=False)
         await up.release()
         call.version = up.replica.spec.version
-        self.metrics.upstream.labels(call.model, call.version).observe(time.perf_counter() - t)
+        self.metrics.series(self.metrics.upstream, call.model, call.version).observe(time.perf_counter() - t)
         if up.status != 200:            # the upstream's own OpenAI-shaped error (e.g. a prompt too long)
             call.status = up.status
             await self.finish(call)
@@ -306,7 +309,7 @@ class Gateway:
         if key:
             call.headers["x-cache"] = "miss"
             await self.cache_set(key, b"J" + call.version.encode() + b"\n" + out)
-        await self.finish(call)     # settled before the reply: the client's next request sees the real usage
+        await self.finish(call)     # the settle is queued before the reply: the client's next request sees the real usage
         return Response(out, media_type="application/json", headers=call.response_headers())
 
     async def forward_stream(self, call: Call, guard: ModelGuard, body: dict, path: str, key: str | None,
@@ -345,7 +348,7 @@ class Gateway:
                         complete = True
                         out = b"data: [DONE]\n\n"
                     if first:
-                        self.metrics.ttft.labels(call.model, call.version).observe(time.perf_counter() - call.t0)
+                        self.metrics.series(self.metrics.ttft, call.model, call.version).observe(time.perf_counter() - call.t0)
                         first = False
                     sent.append(out)
                     yield out
@@ -409,16 +412,19 @@ class Gateway:
         if getattr(call, "_done", False):
             return
         call._done = True
-        await self.settle(call)
+        if call.reservation is not None:
+            t = asyncio.get_running_loop().create_task(self.settle(call))
+            self._settling.add(t)
+            t.add_done_callback(self._settling.discard)
         elapsed = time.perf_counter() - call.t0
-        m = self.metrics
-        m.requests.labels(call.model, call.version, str(call.status)).inc()
-        m.latency.labels(call.model, call.version).observe(elapsed)
+        m, s = self.metrics, self.metrics.series
+        s(m.requests, call.model, call.version, str(call.status)).inc()
+        s(m.latency, call.model, call.version).observe(elapsed)
         if call.prompt_tokens or call.completion_tokens:
-            m.tokens.labels(call.model, call.version, "prompt").inc(call.prompt_tokens)
-            m.tokens.labels(call.model, call.version, "completion").inc(call.completion_tokens)
+            s(m.tokens, call.model, call.version, "prompt").inc(call.prompt_tokens)
+            s(m.tokens, call.model, call.version, "completion").inc(call.completion_tokens)
         if call.cache != "bypass":
-            m.cache.labels(call.model, call.cache).inc()
+            s(m.cache, call.model, call.cache).inc()
         if self.audit:
             p = call.principal
             self.audit.record(p.key_id if p else None, request_id=call.rid, tenant=p.tenant if p else None,

@@ -236,7 +236,9 @@ class RespClient:
     """A minimal asyncio Redis client: one pipelined connection, RESP2, a deadline per command.
     redis-py's asyncio client spent ~235 us of Python CPU per round trip here (connection pool,
     retry wrapper, RESP3 parser); this spends ~40 us, and the gateway makes two per request."""
-    def __init__(self, url: str, timeout_s: float = 0.25):
+    def __init__(self, url: str, timeout_s: float = 0.25,
+                 batch_s: float = 0.002,       # how long `command_later` waits for a command to share a write with
+                 scripts: tuple[str, ...] = ()):   # Lua scripts to SCRIPT LOAD on every (re)connect
         u = urlsplit(url)
         self.url, self.timeout_s, self.scheme = url, timeout_s, u.scheme
         self.path = u.path if u.scheme == "unix" else None
@@ -246,6 +248,9 @@ class RespClient:
         self.db = int(q.get("db") or (u.path.strip("/") if u.scheme != "unix" and u.path.strip("/") else 0))
         self.proto: _RespProtocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self.batch_s, self.scripts = batch_s, scripts
+        self._later: list[tuple[bytes, asyncio.Future]] = []
+        self._later_timer: asyncio.TimerHandle | None = None
 
     async def _connect(self) -> _RespProtocol:
         loop = asyncio.get_running_loop()
@@ -259,13 +264,39 @@ class RespClient:
             await self._send(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
         if self.db:
             await self._send(("SELECT", self.db))
+        for script in self.scripts:        # EVALSHA works from the first call (a deferred one cannot fall back in order)
+            await self._send(("SCRIPT", "LOAD", script))
         return proto
+
+    def _write(self, proto: _RespProtocol, packed: bytes, fut: asyncio.Future | None):
+        "Write `packed` after the commands waiting to ride along; their futures queue in the same order."
+        if self._later:
+            later, self._later = self._later, []
+            if self._later_timer is not None:
+                self._later_timer.cancel()
+                self._later_timer = None
+            proto.waiting.extend(f for _, f in later)
+            packed = b"".join(p for p, _ in later) + packed
+        if fut is not None:
+            proto.waiting.append(fut)
+        if packed:
+            proto.transport.write(packed)
+
+    def _flush_later(self):
+        self._later_timer = None
+        proto = self.proto
+        if proto is None or proto.lost is not None:      # the connection went away meanwhile: those fail
+            later, self._later = self._later, []
+            for _, f in later:
+                if not f.done():
+                    f.set_exception(ConnectionResetError("redis connection lost before the command was sent"))
+            return
+        self._write(proto, b"", None)
 
     async def _send(self, args):
         proto = self.proto
         fut = asyncio.get_running_loop().create_future()
-        proto.waiting.append(fut)
-        proto.transport.write(_pack(args))
+        self._write(proto, _pack(args), fut)
         timer = fut.get_loop().call_later(self.timeout_s, _expire, fut, self.timeout_s)
         try:
             return await fut
@@ -283,7 +314,24 @@ class RespClient:
                     await asyncio.wait_for(self._connect(), self.timeout_s)
         return await self._send(args)
 
+    async def command_later(self, *args):
+        "`command`, but written with the next command (or after `batch_s`): for replies nobody waits on to answer."
+        if self.proto is None or self.proto.lost is not None:
+            return await self.command(*args)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._later.append((_pack(args), fut))
+        if self._later_timer is None:
+            self._later_timer = loop.call_later(self.batch_s, self._flush_later)
+        timer = loop.call_later(self.batch_s + self.timeout_s, _expire, fut, self.timeout_s)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
     async def close(self):
+        if self._later:
+            self._flush_later()
         if self.proto is not None and self.proto.transport is not None:
             self.proto.transport.close()
         self.proto = None
@@ -335,16 +383,16 @@ class RedisStore:
                  prefix: str = "llmp:",        # namespace of every key this store writes
                  timeout_s: float = 0.25):     # connect and reply deadline; a slower call raises StoreUnavailable
         self.url, self.prefix, self.timeout_s = url, prefix, timeout_s
-        self._client = RespClient(url, timeout_s)
+        self._client = RespClient(url, timeout_s, scripts=(_RESERVE_LUA, _SETTLE_LUA, _USAGE_LUA))
         self._sha = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_RESERVE_LUA, _SETTLE_LUA, _USAGE_LUA)}
 
     def _rate_key(self, key_id: str) -> str:
         return f"{self.prefix}rl:{{{key_id}}}"
 
-    async def _call(self, what: str, *args):
-        "One command; any failure but NOSCRIPT becomes StoreUnavailable."
+    async def _call(self, what: str, *args, later: bool = False):
+        "One command (`later`: see `RespClient.command_later`); any failure but NOSCRIPT becomes StoreUnavailable."
         try:
-            return await self._client.command(*args)
+            return await (self._client.command_later(*args) if later else self._client.command(*args))
         except RedisReplyError as e:
             if str(e).startswith("NOSCRIPT"):
                 raise
@@ -352,10 +400,10 @@ class RedisStore:
         except (TimeoutError, OSError) as e:
             raise StoreUnavailable(f"redis store {self.url}: {what} failed: {type(e).__name__}: {e}") from e
 
-    async def _script(self, what: str, script: str, keys: list, args: list):
+    async def _script(self, what: str, script: str, keys: list, args: list, later: bool = False):
         "EVALSHA, or EVAL when the server does not know the script yet (first use, or a restarted server)."
         try:
-            return await self._call(what, "EVALSHA", self._sha[script], len(keys), *keys, *args)
+            return await self._call(what, "EVALSHA", self._sha[script], len(keys), *keys, *args, later=later)
         except RedisReplyError:
             return await self._call(what, "EVAL", script, len(keys), *keys, *args)
 
@@ -378,7 +426,7 @@ class RedisStore:
             return
         key = f"{self._rate_key(res.key_id)}:{res.window_s}:{res.window}"
         try:
-            await self._script("settle", _SETTLE_LUA, [key], [used - res.reserved])
+            await self._script("settle", _SETTLE_LUA, [key], [used - res.reserved], later=True)
         except StoreUnavailable:
             res.settled = False      # not applied: the caller may try again
             raise

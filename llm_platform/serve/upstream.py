@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import aiohttp
 import orjson
 from pydantic import field_validator
 from starlette.applications import Starlette
@@ -30,6 +29,7 @@ from starlette.routing import Route
 
 from ..config import Strict
 from ..core import find_project_root, get_logger
+from .httpclient import Connection, ConnectionPool, Origin
 
 log = get_logger("serve")
 
@@ -74,6 +74,9 @@ class Replica:
         if spec.api_key_env and not key:
             raise ValueError(f"replica {spec.url} of {model!r}: environment variable {spec.api_key_env} is not set")
         self.headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+        self.http = Origin(spec.url, {"Content-Type": "application/json",
+                                      **({"Authorization": f"Bearer {key}"} if key else {})})
+        self.health = Origin(self.origin)
         self.outstanding = 0          # requests sent and not yet released
         self.ewma_ms = 0.0            # moving average of time to response headers (0: no sample yet)
         self.served = 0               # responses below 500 received
@@ -111,7 +114,7 @@ class UpstreamError(ConnectionError):
 # %% ../../nbs/64_serve_upstream.ipynb #c45c4267
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
                   "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade", "date", "server"})
-_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_FAILURES = (asyncio.TimeoutError, OSError)     # connect errors, resets, timeouts, malformed responses
 
 @dataclass(eq=False)
 class UpstreamResponse:
@@ -120,7 +123,7 @@ class UpstreamResponse:
     headers: dict
     replica: Replica
     body: bytes | None = None
-    _raw: aiohttp.ClientResponse | None = field(default=None, repr=False)
+    _raw: Connection | None = field(default=None, repr=False)
     _pool: UpstreamPool | None = field(default=None, repr=False)
     _broken: bool = field(default=False, repr=False)
 
@@ -130,7 +133,7 @@ class UpstreamResponse:
                 yield self.body
             return
         try:
-            async for chunk in self._raw.content.iter_any():
+            async for chunk in self._raw.iter_body():
                 yield chunk
         except _FAILURES:
             self._broken = True
@@ -141,10 +144,7 @@ class UpstreamResponse:
         if pool is None:
             return
         if self._raw is not None:
-            if self._raw.content.at_eof() and not self._broken:
-                self._raw.release()
-            else:
-                self._raw.close()
+            pool._http.release(self._raw)        # kept for reuse only when the body was read to its end
         pool._finish(self.replica, ok=not self._broken)
 
 # %% ../../nbs/64_serve_upstream.ipynb #64581394
@@ -155,7 +155,7 @@ class UpstreamPool:
     def __init__(self, policy: UpstreamPolicy | None = None):
         self.policy = policy or UpstreamPolicy()
         self._routes: dict[str, list[Replica]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._http: ConnectionPool | None = None
         self._health_task: asyncio.Task | None = None
         self._next_check = 0.0
         self._turn = 0
@@ -177,19 +177,16 @@ class UpstreamPool:
 
     async def start(self):
         p = self.policy
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=p.max_connections, limit_per_host=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=p.connect_timeout_s, sock_read=p.read_timeout_s),
-            skip_auto_headers=("User-Agent",))
+        self._http = ConnectionPool(p.connect_timeout_s, p.read_timeout_s, p.max_connections)
         self._health_task = asyncio.create_task(self._health_loop())
 
     async def close(self):
         if self._health_task:
             self._health_task.cancel()
             await asyncio.gather(self._health_task, return_exceptions=True)
-        if self._session:
-            await self._session.close()
-        self._session = self._health_task = None
+        if self._http:
+            await self._http.close()
+        self._http = self._health_task = None
 
     async def __aenter__(self):
         await self.start(); return self
@@ -249,7 +246,7 @@ class UpstreamPool:
         routes = self._routes.get(model)
         if routes is None:
             raise UnknownModel(model, list(self._routes))
-        if self._session is None:
+        if self._http is None:
             raise RuntimeError("UpstreamPool.start() was not awaited")
         failed = fallback = error = None
         for _ in range(2 if self.policy.retry_before_first_byte else 1):
@@ -283,14 +280,14 @@ class UpstreamPool:
         r.outstanding += 1
         t0 = time.perf_counter()
         try:
-            raw = await self._session.post(r.url + path, data=data,
-                                           headers={**headers, **r.headers} if headers else r.headers)
+            raw = await self._http.open(r.http if not headers else Origin(r.url, {**r.headers, **headers}),
+                                        "POST", path, data)
             payload = None
             if raw.status >= 500 or not stream:
                 try:
-                    payload = await raw.read()
+                    payload = await raw.read_body()
                 finally:
-                    raw.release()
+                    self._http.release(raw)
         except BaseException as exc:
             r.outstanding -= 1
             if isinstance(exc, _FAILURES):
@@ -312,9 +309,9 @@ class UpstreamPool:
     # -- health, drain, snapshot -------------------------------------------------------------
     async def _check(self, r: Replica):
         try:
-            async with self._session.get(r.origin + self.policy.health_path,
-                                         timeout=aiohttp.ClientTimeout(total=self.policy.connect_timeout_s)) as resp:
-                ok = resp.status < 300
+            status, _, _ = await asyncio.wait_for(self._http.fetch(r.health, "GET", self.policy.health_path),
+                                                  self.policy.connect_timeout_s)
+            ok = status < 300
         except _FAILURES:
             ok = False
         if ok and not r.healthy:
