@@ -20,7 +20,7 @@ from typing import Any
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
-           'mlflow_client', 'parent_death_hook']
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -159,6 +159,17 @@ def mlflow_client(tracking_uri: str, root: Path | None = None):
     from mlflow import MlflowClient
     uri = resolve_tracking_uri(tracking_uri, root)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def mlflow_experiment(tracking_uri: str,   # as for `mlflow_client`
+                      name: str,           # experiment name (created when missing)
+                      root: Path | None = None):
+    """`(client, experiment_id)`; on a sqlite store a new experiment keeps its artifacts beside the
+    database (`<db folder>/mlruns`), not in the working directory (MLflow's default)."""
+    client, uri = mlflow_client(tracking_uri, root), resolve_tracking_uri(tracking_uri, root)
+    if exp := client.get_experiment_by_name(name):
+        return client, exp.experiment_id
+    location = (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri() if uri.startswith("sqlite:///") else None
+    return client, client.create_experiment(name, artifact_location=location)
 
 # %% ../nbs/00_core.ipynb #8c79d0f9
 def parent_death_hook(sig: int = 15,  # SIGTERM
