@@ -466,11 +466,12 @@ def registry_list(name: str = typer.Argument(..., help="registered model, e.g. d
         versions = list_versions(name, tracking_uri)
     except RegistryError as e:
         _fail(e)
-    table = Table("version", "aliases", "created", "pipeline run", "method", "gate passed", "promoted by")
+    table = Table("version", "created", "pipeline run", "gate passed", "promoted by")
+    table.add_column("aliases", no_wrap=True)
     for v in versions:
-        table.add_row(v.version, ", ".join(v.aliases) or "-", v.created, v.tags.get("run_id", "-"),
-                      v.tags.get("method", "-"), v.tags.get("gate.passed", v.tags.get("promotion.gate_passed", "-")),
-                      v.tags.get("promoted_by", "-"))
+        table.add_row(v.version, v.created, v.tags.get("run_id", "-"),
+                      v.tags.get("gate.passed", v.tags.get("promotion.gate_passed", "-")), v.tags.get("promoted_by", "-"),
+                      ", ".join(v.aliases) or "-")
     Console().print(table)
 
 @registry_app.command("show")
