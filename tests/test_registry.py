@@ -181,3 +181,21 @@ def test_cli_gate_promote_list_show_rollback(reg):
     r = runner.invoke(app, ["registry", "show", "demo", "9", "--tracking-uri", uri])
     assert r.exit_code == 1 and "has no version 9" in r.output
     assert verify_log(audit).ok
+
+
+def test_the_gateway_resolver_follows_promotion_and_rollback(reg):
+    "What the serving side sees: `demo@champion` resolves to the promoted version's model folder, and back after rollback."
+    from llm_platform.serve.manager import resolve_target
+    runs = reg["root"] / "runs"
+    for i in range(3):                                    # run folders the versions' run_id tags name
+        model = runs / f"demo-run-{i}" / "04_merge" / "model"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        (runs / f"demo-run-{i}" / "run.json").write_text(json.dumps({"run_id": f"demo-run-{i}", "model_dir": str(model)}))
+    uri = reg["uri"]
+    assert resolve_target("demo@champion", uri, str(runs)).version == "demo/1"
+    promote("demo", 2, decision=_gate(reg, 2, [1] * 19 + [0]), tracking_uri=uri, audit_path=reg["audit"])
+    t = resolve_target("demo@champion", uri, str(runs))
+    assert (t.version, t.run_id, Path(t.model_dir).parent.parent.name) == ("demo/2", "demo-run-1", "demo-run-1")
+    rollback("demo", uri, audit_path=reg["audit"])
+    assert resolve_target("demo@champion", uri, str(runs)).version == "demo/1"
