@@ -49,9 +49,10 @@ def _fail(e: Exception) -> None:
 
 # %% auto #0
 __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
-           'models_list', 'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run',
-           'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check',
-           'serve_swap']
+           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'models_list', 'models_prepare',
+           'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune',
+           'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap', 'registry_list', 'registry_show',
+           'registry_promote', 'registry_rollback', 'gate_run']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -446,6 +447,109 @@ def serve_swap(target: str = typer.Argument(..., help="demo@champion (MLflow ali
     except (ConfigError, ValueError, RuntimeError, TimeoutError, FileNotFoundError) as e:
         _fail(e)
 
+
+# %% ../nbs/91_cli.ipynb #75fd156c
+registry_app = typer.Typer(help="Model registry: versions and aliases; promote on a gate decision; rollback.",
+                           no_args_is_help=True)
+gate_app = typer.Typer(help="Promotion gate: challenger vs champion on the same evaluation items.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+app.add_typer(gate_app, name="gate")
+UriOpt = typer.Option("sqlite:///runs/mlflow.db", "--tracking-uri", help="MLflow tracking store and registry")
+AuditOpt = typer.Option(Path("runs/registry/audit.jsonl"), "--audit", help="hash-chained audit log of alias moves")
+ActorOpt = typer.Option(None, "--actor", help="who moves the alias (default: the OS user)")
+
+@registry_app.command("list")
+def registry_list(name: str = typer.Argument(..., help="registered model, e.g. demo"), tracking_uri: str = UriOpt):
+    "Every version, newest first, with its aliases, pipeline run and gate verdict."
+    from llm_platform.registry.models import RegistryError, list_versions
+    try:
+        versions = list_versions(name, tracking_uri)
+    except RegistryError as e:
+        _fail(e)
+    table = Table("version", "created", "pipeline run", "gate passed", "promoted by")
+    table.add_column("aliases", no_wrap=True)
+    for v in versions:
+        table.add_row(v.version, v.created, v.tags.get("run_id", "-"),
+                      v.tags.get("gate.passed", v.tags.get("promotion.gate_passed", "-")), v.tags.get("promoted_by", "-"),
+                      ", ".join(v.aliases) or "-")
+    Console().print(table)
+
+@registry_app.command("show")
+def registry_show(name: str = typer.Argument(..., help="registered model"),
+                  version: str = typer.Argument(..., help="version number"),
+                  tracking_uri: str = UriOpt):
+    "One version as JSON: tags, aliases, its MLflow run (metrics, params) and the run's artifacts."
+    from llm_platform.registry.models import RegistryError, show_version
+    try:
+        info = show_version(name, version, tracking_uri)
+    except RegistryError as e:
+        _fail(e)
+    print(json.dumps(info, indent=2, default=str))
+
+@registry_app.command("promote")
+def registry_promote(name: str = typer.Argument(..., help="registered model"),
+                     version: str = typer.Argument(..., help="the version to make champion"),
+                     decision: Optional[Path] = typer.Option(None, help="gate_decision.json (or its folder) about VERSION"),
+                     override_reason: Optional[str] = typer.Option(None, help="promote without a passed gate: why (audited)"),
+                     tracking_uri: str = UriOpt, audit: Path = AuditOpt, actor: Optional[str] = ActorOpt):
+    "Move `champion` to VERSION when its gate passed (or on an override with a reason); the old champion is remembered."
+    from llm_platform.registry.models import RegistryError, promote
+    try:
+        m = promote(name, version, decision, override_reason, tracking_uri, actor, audit)
+    except (RegistryError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    console.print(f"{name}: champion -> version {m.champion}" + (f" (was {m.previous})" if m.previous else "")
+                  + (" [bold yellow]by override[/]" if m.override else "") + f"; audit record {m.audit_seq} in {audit}")
+
+@registry_app.command("rollback")
+def registry_rollback(name: str = typer.Argument(..., help="registered model"),
+                      reason: Optional[str] = typer.Option(None, help="why (audited)"),
+                      tracking_uri: str = UriOpt, audit: Path = AuditOpt, actor: Optional[str] = ActorOpt):
+    "Point `champion` back at the previous champion, in one step."
+    from llm_platform.registry.models import RegistryError, rollback
+    try:
+        m = rollback(name, tracking_uri, reason, actor, audit)
+    except RegistryError as e:
+        _fail(e)
+    console.print(f"{name}: champion -> version {m.champion} (rolled back from {m.previous}); audit record {m.audit_seq}")
+
+@gate_app.command("run")
+def gate_run(champion: Path = typer.Option(..., exists=True, file_okay=False, help="the champion's evaluation folder"),
+             challenger: Path = typer.Option(..., exists=True, file_okay=False, help="the challenger's, same items"),
+             config: Path = typer.Option(Path("configs/evaluation/gate.yaml"), help="gate YAML"),
+             out: Path = typer.Option(..., help="folder for gate_decision.json, gate_report.md, gate_plot.png"),
+             votes: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="arena votes (JSONL)"),
+             overrides: Optional[list[str]] = SetOpt,
+             mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log the decision to MLflow"),
+             tracking_uri: str = UriOpt,
+             registered_model: Optional[str] = typer.Option(None, help="tag this registered model's --version with the verdict"),
+             version: Optional[str] = typer.Option(None, help="the challenger's registered version")):
+    "Decide whether the challenger may replace the champion; exit 1 when the gate fails."
+    from llm_platform.evaluation.gate import GateConfig, GateInputError, run_gate
+    from llm_platform.evaluation.gate_report import log_gate_to_mlflow, write_gate_outputs
+    try:
+        cfg = load_config(config, overrides, kind=GateConfig)
+        d = run_gate(champion, challenger, cfg, votes)
+        paths = write_gate_outputs(d, out)
+        run_id = log_gate_to_mlflow(out, tracking_uri, registered_model=registered_model, version=version) if mlflow else None
+    except (ConfigError, GateInputError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    table = Table("check", "difference", "interval", "margin", "p", "result")
+    for m in d.metrics:
+        ci = "-" if m.interval is None else f"[{m.interval[0]:+.3f}, {m.interval[1]:+.3f}]"
+        table.add_row(m.name, "-" if m.difference is None else f"{m.difference:+.3f}", ci,
+                      "-" if m.margin is None else f"{m.margin:.3g}", "-" if m.p_value is None else f"{m.p_value:.3g}",
+                      ("pass" if m.passed else "FAIL") if m.gated else "reported")
+    table.add_row(f"safety/{d.safety.tag}", "-", "-", "0", "-", "pass" if d.safety.passed else "FAIL")
+    for b in d.serving:
+        table.add_row(f"serving/{b.name}", "-" if b.ratio is None else f"ratio {b.ratio:.3g}", "-", "-", "-",
+                      ("pass" if b.passed else "FAIL") if b.gated else "skipped")
+    Console().print(table)
+    console.print(f"report: {paths['report']}" + (f"; MLflow run {run_id}" if run_id else ""))
+    if not d.passed:
+        console.print(f"[bold red]gate FAILED[/]: {', '.join(d.failed)}")
+        raise typer.Exit(1)
+    console.print("[bold green]gate PASSED[/]")
 
 # %% ../nbs/91_cli.ipynb #c57eef1c
 if __name__ == "__main__" and "__file__" in globals():   # `python -m llm_platform.cli` (not a notebook run)

@@ -19,7 +19,8 @@ from typing import Any
 
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
-           'sha256_file', 'new_run_id', 'write_json', 'read_json', 'open_mlflow', 'parent_death_hook']
+           'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -135,19 +136,40 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
 
 # %% ../nbs/00_core.ipynb #a9920ac4
+def resolve_tracking_uri(tracking_uri: str,   # e.g. sqlite:///runs/mlflow.db (relative: to the project root)
+                         root: Path | None = None) -> str:
+    "An MLflow URI with a relative sqlite path made absolute (its folder created)."
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        db = resolve_path(tracking_uri.removeprefix("sqlite:///"), root or find_project_root())
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{db}"
+    return tracking_uri
+
 def open_mlflow(tracking_uri: str,   # e.g. sqlite:///runs/mlflow.db (relative: to the project root)
                 experiment: str,     # experiment name (created when missing)
                 root: Path | None = None):
     "Point MLflow at the tracking store and experiment; returns the `mlflow` module."
     import mlflow
-    uri = tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        db = resolve_path(uri.removeprefix("sqlite:///"), root or find_project_root())
-        db.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{db}"
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri, root))
     mlflow.set_experiment(experiment)
     return mlflow
+
+def mlflow_client(tracking_uri: str, root: Path | None = None):
+    "An `MlflowClient` on one tracking store and registry, without touching MLflow's global state."
+    from mlflow import MlflowClient
+    uri = resolve_tracking_uri(tracking_uri, root)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def mlflow_experiment(tracking_uri: str,   # as for `mlflow_client`
+                      name: str,           # experiment name (created when missing)
+                      root: Path | None = None):
+    """`(client, experiment_id)`; on a sqlite store a new experiment keeps its artifacts beside the
+    database (`<db folder>/mlruns`), not in the working directory (MLflow's default)."""
+    client, uri = mlflow_client(tracking_uri, root), resolve_tracking_uri(tracking_uri, root)
+    if exp := client.get_experiment_by_name(name):
+        return client, exp.experiment_id
+    location = (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri() if uri.startswith("sqlite:///") else None
+    return client, client.create_experiment(name, artifact_location=location)
 
 # %% ../nbs/00_core.ipynb #8c79d0f9
 def parent_death_hook(sig: int = 15,  # SIGTERM
