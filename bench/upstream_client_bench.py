@@ -1,6 +1,7 @@
-"""Client cost per request to an OpenAI-shaped upstream: aiohttp vs httpx, and `UpstreamPool` on top of aiohttp.
+"""Client cost per request to an OpenAI-shaped upstream: aiohttp vs httpx vs `UpstreamPool` (our own httptools client).
 
-Why the gateway's upstream pool uses aiohttp. Every side talks to the same `instant_upstream_app`
+Why the gateway's upstream pool has its own narrow HTTP/1.1 client (llm_platform.serve.httpclient)
+rather than aiohttp or httpx. Every side talks to the same `instant_upstream_app`
 running in its own process on loopback (so the upstream's CPU is not counted), first one request at
 a time (latency percentiles), then from 32 concurrent tasks (throughput). "client CPU" is this
 process's CPU time per request: the cost the gateway pays for forwarding, whatever the load.

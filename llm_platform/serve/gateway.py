@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..core import get_logger, read_json, resolve_path
 from ..security.audit import AuditLog
@@ -27,7 +27,7 @@ from .upstream import NoHealthyReplica, ReplicaSpec, UnknownModel, UpstreamError
 log = get_logger("serve.gateway")
 
 # %% auto #0
-__all__ = ['log', 'Call', 'Gateway', 'error_response']
+__all__ = ['log', 'Call', 'Gateway', 'RelayResponse', 'error_response']
 
 # %% ../../nbs/67_serve_gateway.ipynb #78f9abc6
 @dataclass
@@ -273,8 +273,8 @@ class Gateway:
         call.version = version.decode()
         call.headers["x-cache"] = "hit"
         await self.finish(call)              # reserved 0 tokens: nothing to settle
-        if kind == b"S":
-            return StreamingResponse(iter([payload]), media_type="text/event-stream", headers=call.response_headers())
+        if kind == b"S":             # the whole stream at once: a client reads it event by event all the same
+            return Response(payload, media_type="text/event-stream", headers=call.response_headers())
         return Response(payload, media_type="application/json", headers=call.response_headers())
 
     async def send(self, call: Call, path: str, body: dict, stream: bool):
@@ -327,8 +327,7 @@ class Gateway:
             return Response(err, status_code=up.status, media_type="application/json", headers=call.response_headers())
         if key:
             call.headers["x-cache"] = "miss"
-        return StreamingResponse(self._relay(call, guard, up, key, client_wants_usage),
-                                 media_type="text/event-stream", headers=call.response_headers())
+        return RelayResponse(self._relay(call, guard, up, key, client_wants_usage), call.response_headers())
 
     async def _relay(self, call: Call, guard: ModelGuard, up, key: str | None, client_wants_usage: bool):
         "Upstream SSE -> checked SSE; settles, audits and caches however the stream ends."
@@ -434,6 +433,43 @@ class Gateway:
                               error=call.error)
 
 _DONE = object()
+
+class RelayResponse(Response):
+    """An SSE response relayed from an async iterator; stops (and lets the iterator settle) when the
+    client leaves. Starlette's `StreamingResponse` does the same through an anyio task group per
+    stream (ASGI spec 2.3 under uvicorn); this uses one asyncio task watching `receive` for
+    `http.disconnect`, which cancels the relay: less work before the first byte."""
+    def __init__(self, chunks, headers: dict[str, str]):    # Response.__init__ is not called: no body to render
+        self.chunks, self.background, self.status_code = chunks, None, 200
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())]
+
+    async def __call__(self, scope, receive, send):
+        relay, state = asyncio.current_task(), {"finished": False, "left": False}
+
+        async def watch():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not state["finished"]:
+                state["left"] = True
+                relay.cancel()
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            state["finished"] = True
+        except asyncio.CancelledError:
+            if not state["left"]:
+                raise
+            relay.uncancel()                 # our own cancel, for a client that left: not the server stopping
+        finally:
+            state["finished"] = True
+            watcher.cancel()
+            await self.chunks.aclose()       # the relay's `finally` settles, audits and caches now, not at GC
+        if self.background is not None:      # FastAPI attaches its background tasks to a returned Response
+            await self.background()
 
 def _as_list(prompt) -> list:
     return prompt if isinstance(prompt, list) else [prompt]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import socket
@@ -63,6 +64,7 @@ class UpstreamPolicy(Strict):
     read_timeout_s: float = 300.0           # longest silence between bytes from a replica
     retry_before_first_byte: bool = True    # one retry on another replica when nothing reached the client yet
     max_connections: int = 256              # pooled keep-alive connections, all replicas together
+    ewma_decay_s: float = 1.0               # an unmeasured replica's EWMA fades with this time constant (peak EWMA)
 
 # %% ../../nbs/64_serve_upstream.ipynb #ec4e5767
 class Replica:
@@ -79,6 +81,7 @@ class Replica:
         self.health = Origin(self.origin)
         self.outstanding = 0          # requests sent and not yet released
         self.ewma_ms = 0.0            # moving average of time to response headers (0: no sample yet)
+        self.sampled_at = 0.0         # monotonic time of the last sample
         self.served = 0               # responses below 500 received
         self.healthy = True           # active health check verdict (new replicas start trusted)
         self.circuit: Literal["closed", "open", "half_open"] = "closed"
@@ -206,7 +209,7 @@ class UpstreamPool:
         elif self.policy.balance == "p2c_ewma":
             n = len(ready); i, j = random.randrange(n), random.randrange(n - 1)
             a, b = ready[i], ready[j + (j >= i)]  # two distinct, cheaper than random.sample
-            chosen = a if (a.outstanding + 1) * (a.ewma_ms + 1) <= (b.outstanding + 1) * (b.ewma_ms + 1) else b
+            chosen = a if (a.outstanding + 1) * (self._ewma(a, now) + 1) <= (b.outstanding + 1) * (self._ewma(b, now) + 1) else b
         else:
             self._turn += 1
             n = len(ready)
@@ -214,6 +217,11 @@ class UpstreamPool:
         if chosen is not None and chosen.circuit == "open":
             chosen.circuit = "half_open"
         return chosen
+
+    def _ewma(self, r: Replica, now: float) -> float:
+        "The latency EWMA, faded by the time since it was last measured: a replica that was slow once is tried again."
+        age = now - r.sampled_at
+        return r.ewma_ms if age <= 0.05 else r.ewma_ms * math.exp(-age / self.policy.ewma_decay_s)
 
     def _no_replica(self, model: str, routes: list[Replica]) -> NoHealthyReplica:
         now, waits = time.monotonic(), []
@@ -233,6 +241,7 @@ class UpstreamPool:
     def _succeeded(self, r: Replica, ms: float):
         r.consecutive_failures, r.circuit, r.served = 0, "closed", r.served + 1
         r.ewma_ms = ms if r.ewma_ms == 0.0 else r.ewma_ms + _ALPHA * (ms - r.ewma_ms)
+        r.sampled_at = time.monotonic()
 
     def _finish(self, r: Replica, ok: bool):
         r.outstanding -= 1
