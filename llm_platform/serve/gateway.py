@@ -389,7 +389,7 @@ class Gateway:
             text = delta.get("content") if "delta" in ch else ch.get("text")
             if text is None and ch.get("finish_reason") is None:
                 continue
-            sg = guards.setdefault(ch.get("index", 0), StreamGuard(g.content, guard.window))
+            sg = guards.setdefault(ch.get("index", 0), StreamGuard(g.content, guard.window, guard.hold))
             out = sg.feed(text or "", final=ch.get("finish_reason") is not None)
             if sg.blocked:
                 cats = sorted({f.category for f in sg.blocked.flags if f.action == "block"})

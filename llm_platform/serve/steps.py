@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from ..config import load_config
 from ..core import get_logger, resolve_path
+from ..safety.content import variants
 from ..security.audit import AuditLog
 from ..security.auth import APIKeyStore, AuthError, JWTKey, JWTKeySet, jwt_key_from_pem
 from .config import GatewayAuth, ModelRoute
@@ -25,8 +27,8 @@ from .store import LimitSpec
 log = get_logger("serve.gateway")
 
 # %% auto #0
-__all__ = ['log', 'Principal', 'Authenticator', 'cache_key', 'stream_window', 'StreamGuard', 'AuditWriter', 'GatewayMetrics',
-           'ModelGuard', 'load_guards']
+__all__ = ['log', 'Principal', 'Authenticator', 'cache_key', 'stream_window', 'PrefixHold', 'StreamGuard', 'AuditWriter',
+           'GatewayMetrics', 'ModelGuard', 'load_guards']
 
 # %% ../../nbs/65_serve_steps.ipynb #5f9efb50
 @dataclass(frozen=True)
@@ -100,10 +102,40 @@ def stream_window(content_cfg, floor: int = 32) -> int:
     terms = [t for c in content_cfg.categories.values() for t in c.terms]
     return max([floor, *(len(t) + 8 for t in terms)])
 
+class PrefixHold:
+    "How many trailing characters of a text could still grow into a blocked match."
+    def __init__(self, rules: list):             # `regex` patterns of the rules that block output
+        self.rules = rules
+
+    @classmethod
+    def for_filter(cls, content_filter) -> PrefixHold | None:
+        "None when the filter cannot be analysed this way (a classifier, or a pattern `regex` does not take)."
+        import regex
+        if content_filter.classifier is not None:
+            return None
+        try:
+            return cls([regex.compile(rx.pattern, rx.flags & ~re.UNICODE)
+                        for _, cat, _, _, rx in content_filter.rules if cat.output == "block"])
+        except regex.error:
+            return None
+
+    def keep(self, text: str) -> int | None:
+        "Characters at the end of `text` that must wait; None: unknown (hold the whole window)."
+        vs = variants(text)
+        if any(len(v) != len(text) for v in vs):
+            return None
+        start = len(text)
+        for rx in self.rules:
+            for v in vs:
+                m = rx.search(v, partial=True)
+                if m is not None and m.start() < start:
+                    start = m.start()
+        return len(text) - start
+
 class StreamGuard:
     "Sliding-window output check for one streamed choice."
-    def __init__(self, content_filter, window: int):
-        self.filter, self.window = content_filter, window
+    def __init__(self, content_filter, window: int, hold: PrefixHold | None = None):
+        self.filter, self.window, self.hold = content_filter, window, hold
         self.released_tail, self.pending, self.blocked = "", "", None
 
     def feed(self, text: str, final: bool = False) -> str:
@@ -115,7 +147,9 @@ class StreamGuard:
         if r.action == "block":
             self.blocked, self.pending = r, ""
             return ""
-        cut = len(self.pending) if final else max(0, len(self.pending) - self.window)
+        keep = None if final or self.hold is None else self.hold.keep(self.released_tail + self.pending)
+        keep = 0 if final else self.window if keep is None else min(keep, self.window)
+        cut = max(0, len(self.pending) - keep)
         out, self.pending = self.pending[:cut], self.pending[cut:]
         self.released_tail = (self.released_tail + out)[-self.window:]
         return out
@@ -227,6 +261,7 @@ class ModelGuard:
     uses_pii: bool = False
     window: int = 32
     ident: str = "none"              # part of the cache key: answers under other settings differ
+    hold: PrefixHold | None = None   # what a stream holds back, within `window`
 
 def load_guards(models: dict[str, ModelRoute]) -> dict[str, ModelGuard]:
     "One ModelGuard per served model (engines shared between models with the same settings)."
@@ -249,6 +284,6 @@ def load_guards(models: dict[str, ModelRoute]) -> dict[str, ModelGuard]:
                 pii_engine = PIIEngine(cfg.pii)
             g = Guardrails(cfg, pii=pii_engine if uses_pii else None)
             ident = hashlib.sha256(orjson.dumps(cfg.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-            built[key] = ModelGuard(g, uses_pii, stream_window(cfg.content), ident)
+            built[key] = ModelGuard(g, uses_pii, stream_window(cfg.content), ident, PrefixHold.for_filter(g.content))
         out[name] = built[key]
     return out
