@@ -16,6 +16,7 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from llm_platform.config import load_config
+from llm_platform.evaluation.gate import read_votes
 from llm_platform.security.auth import APIKeyStore
 from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
@@ -129,3 +130,4 @@ def test_arena_in_browser_records_blind_votes(arena_ui):
     lo, hi = proportion_confint(wins, 2, alpha=0.05, method="wilson")
     assert f"Challenger win rate: {wins / 2:.1%}" in standings and f"[{lo:.1%}, {hi:.1%}]" in standings, standings
     assert f"({wins} of 2 decisive votes)" in standings
+    assert read_votes(votes) == {"champion": 2 - wins, "challenger": wins, "tie": 0, "both_bad": 0}   # the gate takes it
