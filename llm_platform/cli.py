@@ -569,10 +569,12 @@ def arena_serve(config: Path = typer.Option(Path("configs/ui/arena.yaml"), help=
     try:
         cfg = load_config(config, [*(overrides or []), *([f"votes_path={votes}"] if votes else [])], kind=ArenaConfig)
         chat_cfg = load_config(chat_config, kind=UIConfig) if chat else None
-    except ConfigError as e:
+        logins = cfg.reviewer_logins()
+    except (ConfigError, ValueError) as e:
         _fail(e)
     console.print(f"review arena on http://{cfg.host}:{cfg.port}/ -> {cfg.champion.model} vs {cfg.challenger.model} "
-                  f"at {api_base or cfg.api_base}; votes: {resolve_path(cfg.votes_path)}")
+                  f"at {api_base or cfg.api_base}; votes: {resolve_path(cfg.votes_path)}"
+                  + (f"; {len(logins)} reviewer login(s)" if logins else "; reviewers type their name"))
     launch_review_ui(cfg, api_base, with_chat=chat, chat_model=chat_model or cfg.champion.model, chat_cfg=chat_cfg)
 
 @arena_app.command("stats")

@@ -131,3 +131,36 @@ def test_arena_in_browser_records_blind_votes(arena_ui):
     assert f"Challenger win rate: {wins / 2:.1%}" in standings and f"[{lo:.1%}, {hi:.1%}]" in standings, standings
     assert f"({wins} of 2 decisive votes)" in standings
     assert read_votes(votes) == {"champion": 2 - wins, "challenger": wins, "tie": 0, "both_bad": 0}   # the gate takes it
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM),
+                    reason="Chromium not installed (make system-deps)")
+def test_arena_with_reviewer_logins_records_the_logged_in_user(arena_gateway, tmp_path, monkeypatch):
+    "With `users_env`, the arena asks for a login, and the login (not a typed name) is the voter."
+    from playwright.sync_api import expect, sync_playwright
+    monkeypatch.setenv("ARENA_TEST_REVIEWERS", "bo:s3cret-pw,ana:other")
+    votes = tmp_path / "votes.jsonl"
+    cfg = ArenaConfig(port=_free_port(), votes_path=str(votes), temperature=0, max_tokens=32,
+                      users_env="ARENA_TEST_REVIEWERS")
+    app, url = launch_review_ui(cfg, arena_gateway[0], with_chat=False, api_key=arena_gateway[1], block=False)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            expect(page.locator("input[type=password]")).to_be_visible(timeout=30_000)
+            page.locator("input[type=text]").first.fill("bo")
+            page.locator("input[type=password]").fill("s3cret-pw")
+            page.locator("input[type=password]").press("Enter")
+            expect(page.locator("#arena-ask")).to_be_visible(timeout=30_000)
+            page.locator("#arena-prompt textarea").fill(PROMPTS[0])    # no name typed: the login is the voter
+            page.locator("#arena-ask").click()
+            expect(page.locator("#arena-vote-tie")).to_be_enabled(timeout=30_000)
+            page.locator("#arena-vote-tie").click()
+            expect(page.locator("#arena-reveal")).to_contain_text("Recorded as tie", timeout=30_000)
+            expect(page.locator("#arena-standings")).to_contain_text("no decisive votes yet")
+            browser.close()
+    finally:
+        app.close()
+    (row,) = [json.loads(line) for line in votes.read_text().splitlines()]
+    assert row["voter"] == "bo" and row["choice"] == "tie" and row["picked"] == "tie"
