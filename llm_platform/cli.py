@@ -49,10 +49,10 @@ def _fail(e: Exception) -> None:
 
 # %% auto #0
 __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
-           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'models_list', 'models_prepare',
+           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'models_list', 'models_prepare',
            'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune',
            'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap', 'registry_list', 'registry_show',
-           'registry_promote', 'registry_rollback', 'gate_run']
+           'registry_promote', 'registry_rollback', 'gate_run', 'arena_serve', 'arena_stats']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -550,6 +550,48 @@ def gate_run(champion: Path = typer.Option(..., exists=True, file_okay=False, he
         console.print(f"[bold red]gate FAILED[/]: {', '.join(d.failed)}")
         raise typer.Exit(1)
     console.print("[bold green]gate PASSED[/]")
+
+# %% ../nbs/91_cli.ipynb #becac19a
+arena_app = typer.Typer(help="Blind review arena: champion vs challenger side by side; votes for the gate.",
+                        no_args_is_help=True)
+app.add_typer(arena_app, name="arena")
+
+@arena_app.command("serve")
+def arena_serve(config: Path = typer.Option(Path("configs/ui/arena.yaml"), help="arena YAML"),
+                api_base: Optional[str] = typer.Option(None, help="the gateway's /v1 URL (default: the YAML's api_base)"),
+                votes: Optional[Path] = typer.Option(None, help="votes file (default: the YAML's votes_path)"),
+                chat: bool = typer.Option(True, "--chat/--no-chat", help="a chat tab beside the arena"),
+                chat_config: Path = typer.Option(Path("configs/ui/chat.yaml"), help="the chat tab's UI YAML"),
+                chat_model: Optional[str] = typer.Option(None, help="the chat tab's served model (default: the champion)"),
+                overrides: Optional[list[str]] = SetOpt):
+    "The review arena (and the chat) in Gradio; the API key comes from $LLM_PLATFORM_API_KEY."
+    from llm_platform.ui.arena import ArenaConfig, launch_review_ui
+    try:
+        cfg = load_config(config, [*(overrides or []), *([f"votes_path={votes}"] if votes else [])], kind=ArenaConfig)
+        chat_cfg = load_config(chat_config, kind=UIConfig) if chat else None
+        logins = cfg.reviewer_logins()
+    except (ConfigError, ValueError) as e:
+        _fail(e)
+    console.print(f"review arena on http://{cfg.host}:{cfg.port}/ -> {cfg.champion.model} vs {cfg.challenger.model} "
+                  f"at {api_base or cfg.api_base}; votes: {resolve_path(cfg.votes_path)}"
+                  + (f"; {len(logins)} reviewer login(s)" if logins else "; reviewers type their name"))
+    launch_review_ui(cfg, api_base, with_chat=chat, chat_model=chat_model or cfg.champion.model, chat_cfg=chat_cfg)
+
+@arena_app.command("stats")
+def arena_stats(votes: Path = typer.Argument(Path("runs/arena/votes.jsonl"), help="votes file (JSONL)"),
+                confidence: float = typer.Option(0.95, min=0.51, max=0.999, help="two-sided, of the Wilson interval")):
+    "The challenger's win rate among decisive votes, with its Wilson interval; bad lines are listed and skipped."
+    from llm_platform.ui.arena import VoteStore
+    store = VoteStore(votes)
+    if not store.path.exists():
+        _fail(FileNotFoundError(f"{store.path}: no such votes file"))
+    res, problems = store.standings(confidence)
+    for p in problems:
+        console.print(f"[yellow]skipped[/] {p}")
+    table = Table("votes", "challenger wins", "champion wins", "ties", "both bad", "win rate", f"{confidence:.0%} Wilson")
+    table.add_row(str(res.votes), str(res.challenger_wins), str(res.champion_wins), str(res.ties), str(res.both_bad),
+                  "-" if res.win_rate is None else f"{res.win_rate:.3f}", f"[{res.interval[0]:.3f}, {res.interval[1]:.3f}]")
+    Console().print(table)
 
 # %% ../nbs/91_cli.ipynb #c57eef1c
 if __name__ == "__main__" and "__file__" in globals():   # `python -m llm_platform.cli` (not a notebook run)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,11 @@ from ..core import read_json, sha256_file
 from ..data.chat import read_jsonl
 
 # %% auto #0
-__all__ = ['MarginSpec', 'BudgetSpec', 'ArenaSpec', 'GateConfig', 'mcnemar_exact', 'noninferiority_binary', 'paired_bootstrap',
-           'wilson_interval', 'mcnemar_power', 'minimum_detectable_difference', 'smallest_passing_margin',
-           'GateInputError', 'EvalTarget', 'SuiteSummary', 'EvaluationResults', 'ItemScore', 'EvaluationRun',
-           'load_evaluation', 'read_votes', 'MetricResult', 'SafetyResult', 'BudgetResult', 'ArenaResult',
-           'GateDecision', 'compare_metric', 'arena_result', 'run_gate']
+__all__ = ['VOTE_CHOICES', 'MarginSpec', 'BudgetSpec', 'ArenaSpec', 'GateConfig', 'mcnemar_exact', 'noninferiority_binary',
+           'paired_bootstrap', 'wilson_interval', 'mcnemar_power', 'minimum_detectable_difference',
+           'smallest_passing_margin', 'GateInputError', 'EvalTarget', 'SuiteSummary', 'EvaluationResults', 'ItemScore',
+           'EvaluationRun', 'load_evaluation', 'read_vote_rows', 'count_votes', 'read_votes', 'MetricResult',
+           'SafetyResult', 'BudgetResult', 'ArenaResult', 'GateDecision', 'compare_metric', 'arena_result', 'run_gate']
 
 # %% ../../nbs/33_evaluation_gate.ipynb #51e7b066
 class MarginSpec(Strict):
@@ -236,14 +237,41 @@ def load_evaluation(folder: str | Path) -> EvaluationRun:
         hashes[bench_path.name] = sha256_file(bench_path)
     return EvaluationRun(folder, results, items, bench, hashes)
 
-def read_votes(path: str | Path) -> dict[str, int]:
-    "Arena votes (JSONL rows with `choice`: champion, challenger or tie) -> counts."
-    counts = {"champion": 0, "challenger": 0, "tie": 0}
-    for i, row in enumerate(read_jsonl(path), 1):
-        if row.get("choice") not in counts:
-            raise GateInputError(f"{path} row {i}: choice must be champion, challenger or tie, got {row.get('choice')!r}")
+VOTE_CHOICES = ("champion", "challenger", "tie", "both_bad")   # an arena vote's `choice`
+
+def read_vote_rows(path: str | Path) -> tuple[list[dict], list[str]]:
+    "Arena vote rows (JSONL, `choice` one of `VOTE_CHOICES`) and a `file:line: why` for each line that is not one."
+    rows, problems = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{path}:{i}: not a JSON object ({e.msg})")
+                continue
+            choice = row.get("choice") if isinstance(row, dict) else None
+            if choice not in VOTE_CHOICES:
+                problems.append(f"{path}:{i}: choice must be one of {', '.join(VOTE_CHOICES)}, got {choice!r}")
+                continue
+            rows.append(row)
+    return rows, problems
+
+def count_votes(rows: list[dict]) -> dict[str, int]:
+    "Votes per choice (every choice present, zero when none)."
+    counts = dict.fromkeys(VOTE_CHOICES, 0)
+    for row in rows:
         counts[row["choice"]] += 1
     return counts
+
+def read_votes(path: str | Path) -> dict[str, int]:
+    "Arena votes -> counts per choice. The gate decides on the whole file or not at all: any bad line fails."
+    rows, problems = read_vote_rows(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more bad line(s))" if len(problems) > 1 else ""
+        raise GateInputError(problems[0] + more)
+    return count_votes(rows)
 
 # %% ../../nbs/33_evaluation_gate.ipynb #a5c244f0
 class MetricResult(BaseModel):
@@ -292,6 +320,7 @@ class ArenaResult(BaseModel):
     challenger_wins: int
     champion_wins: int
     ties: int
+    both_bad: int = 0             # neither answer was acceptable; like ties, not in the win rate
     win_rate: float | None        # challenger wins / decisive votes
     interval: tuple[float, float]
     confidence: float
@@ -405,16 +434,17 @@ def _serving(champ: EvaluationRun, chal: EvaluationRun, cfg: GateConfig) -> list
 
 def arena_result(counts: dict[str, int], spec: ArenaSpec) -> ArenaResult:
     "Win rate of the challenger among decisive votes, its Wilson interval, and the optional gate on its lower bound."
-    wins, losses, ties = counts["challenger"], counts["champion"], counts["tie"]
+    wins, losses, ties, both_bad = counts["challenger"], counts["champion"], counts["tie"], counts.get("both_bad", 0)
     decisive = wins + losses
     lo, hi = wilson_interval(wins, decisive, spec.confidence)
     gated = spec.min_win_rate is not None
     ok = not gated or (decisive > 0 and lo >= spec.min_win_rate)
-    reason = (f"challenger won {wins} of {decisive} decisive votes ({ties} ties); "
+    reason = (f"challenger won {wins} of {decisive} decisive votes ({ties} ties{f', {both_bad} both bad' if both_bad else ''}); "
               f"{spec.confidence:.0%} Wilson interval [{lo:.3f}, {hi:.3f}]")
     if gated:
         reason += f"; lower bound {'>=' if ok else '<'} {spec.min_win_rate}"
-    return ArenaResult(votes=decisive + ties, challenger_wins=wins, champion_wins=losses, ties=ties,
+    return ArenaResult(votes=decisive + ties + both_bad, challenger_wins=wins, champion_wins=losses, ties=ties,
+                       both_bad=both_bad,
                        win_rate=wins / decisive if decisive else None, interval=(lo, hi), confidence=spec.confidence,
                        min_win_rate=spec.min_win_rate, gated=gated, passed=ok, reason=reason)
 
