@@ -53,8 +53,15 @@ def port_of(url: str) -> int:
 
 
 def replica_pids() -> set[int]:
-    "Stub servers started (directly or through a manager) by this test process."
-    return {p.pid for p in psutil.Process().children(recursive=True) if "openai_stub_server.py" in " ".join(p.cmdline())}
+    "Stub servers started (directly or through a manager) by this test process (a zombie or gone child is not one)."
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "openai_stub_server.py" in " ".join(p.cmdline()):
+                out.add(p.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
 
 
 def gone(pid: int) -> bool:
