@@ -279,7 +279,8 @@ CONFIG_KINDS: dict[str, type[Strict] | str] = {
 # Files whose kind differs from their folder's, by file name.
 CONFIG_FILE_KINDS: dict[str, type[Strict] | str] = {
     "hyperparameter_space.yaml": SearchSpaceConfig, "gateway.yaml": "llm_platform.serve.config:GatewayConfig",
-    "gateway_test.yaml": "llm_platform.serve.config:GatewayConfig"}
+    "gateway_test.yaml": "llm_platform.serve.config:GatewayConfig",
+    "suites.yaml": "llm_platform.evaluation.harness:SuitesConfig"}
 
 def config_kind(path: str | Path) -> type[Strict] | None:
     "The config model for a YAML under configs/: by file name, else by folder (importing a lazily named one)."
