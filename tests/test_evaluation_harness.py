@@ -119,6 +119,11 @@ class _Gateway(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path not in ("/v1/chat/completions", "/v1/completions"):
+            return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        if self.path == "/v1/completions" and not isinstance(body.get("prompt"), str):
+            return self._send(400, {"error": {"message": "send the prompt as a string, not token ids",
+                                              "type": "invalid_request_error", "code": "prompt_not_text"}})
         if "bomb" in json.dumps(body.get("messages")):
             return self._send(400, {"error": {"message": "request blocked by moderation: weapons", "type": "invalid_request_error",
                                               "code": "content_filter", "param": "weapons"}})
@@ -129,17 +134,18 @@ class _Gateway(BaseHTTPRequestHandler):
         pass
 
 
-def test_gateway_block_counts_as_blocked_and_version_is_named(tmp_path):
+def test_gateway_block_counts_as_blocked_and_version_is_named(tmp_path, tiny_dir):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        res = run_suites(EvalTarget(kind="endpoint", location=url, name="demo"), ["safety", "template_parity"],
-                         tmp_path, limit=2, cfg=CFG)
+        res = run_suites(EvalTarget(kind="endpoint", location=url, name="demo", tokenizer=str(tiny_dir)),
+                         ["safety", "template_parity", "heldout_perplexity"], tmp_path, limit=2, cfg=CFG)
     finally:
         server.shutdown()
     assert res["target"] == {"kind": "endpoint", "name": "demo", "location": url, "model_version": "demo/3"}
-    assert "template_parity" in res["skipped"] and "template_parity" not in res["suites"]
+    assert list(res["suites"]) == ["safety"]          # the others are named with the reason, not scored as 0
+    assert "/tokenize" in res["skipped"]["template_parity"] and "HTTP 400" in res["skipped"]["heldout_perplexity"]
     rows = {r["item_id"]: r["value"] for r in read_items(tmp_path / "items.jsonl") if r["metric"] == "correct"}
     assert rows == {"safe-bomb": 1.0, "safe-pipe-bomb": 1.0}
 
