@@ -166,3 +166,34 @@ def test_endpoint_scores_like_the_checkpoint_it_serves(vllm_server, tmp_path):
     for (suite, item, _), (a, b) in pairs.items():
         if suite == "heldout_perplexity":
             assert b == pytest.approx(a, rel=0.02), item
+
+
+@pytest.mark.slow
+def test_through_the_real_gateway(vllm_server, redis_server, tmp_path, monkeypatch):
+    "The gateway in front of vLLM: its key, its x-model-version, its 400 content_filter on the bomb prompt."
+    import socket
+
+    from llm_platform.security.auth import APIKeyStore
+    from llm_platform.serve.app import GatewayProcess
+    from llm_platform.serve.config import GatewayConfig
+    key, _ = APIKeyStore(tmp_path / "keys.json").create("eval", ["chat"])
+    monkeypatch.setenv("EVAL_TEST_KEY", key)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    cfg = GatewayConfig.model_validate({
+        "port": port, "store": redis_server.url, "auth": {"key_store": str(tmp_path / "keys.json")},
+        "audit": {"path": str(tmp_path / "audit.jsonl")}, "manager": {"state_dir": str(tmp_path / "state")},
+        "models": {"tiny": {"replicas": [{"url": vllm_server.base_url, "version": "tiny-v7",
+                                          "upstream_model": vllm_server.served_model_name}]}}})
+    gw = GatewayProcess(cfg, log_path=tmp_path / "gw.log")
+    gw.start()
+    try:
+        gw.wait_healthy(120)
+        res = run_suites(EvalTarget(kind="endpoint", location=gw.url + "/v1", name="tiny", api_key_env="EVAL_TEST_KEY",
+                                    tokenizer=vllm_server.model_dir),
+                         ["safety", "heldout_perplexity", "template_parity"], tmp_path / "out", limit=2, cfg=CFG)
+    finally:
+        gw.stop()
+    assert res["target"]["model_version"] == "tiny-v7" and res["target"]["name"] == "tiny"
+    assert set(res["skipped"]) == {"heldout_perplexity", "template_parity"}, res["skipped"]
+    assert res["suites"]["safety"]["metrics"]["must_block_rate"] == 1.0    # both prompts: 400 content_filter
