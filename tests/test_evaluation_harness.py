@@ -153,11 +153,11 @@ def test_gateway_block_counts_as_blocked_and_version_is_named(tmp_path, tiny_dir
 @pytest.mark.slow
 def test_endpoint_scores_like_the_checkpoint_it_serves(vllm_server, tmp_path):
     "vLLM serving a folder and the folder itself: same items, parity holds, perplexity agrees."
-    suites = ["golden", "heldout_perplexity", "safety", "template_parity"]
+    suites = ["golden", "heldout_perplexity", "template_parity"]       # safety: see the gateway test
     served = run_suites(EvalTarget(kind="endpoint", location=vllm_server.base_url, name=vllm_server.served_model_name,
-                                   tokenizer=vllm_server.model_dir), suites, tmp_path / "served", limit=3, cfg=CFG)
+                                   tokenizer=vllm_server.model_dir), suites, tmp_path / "served", limit=2, cfg=CFG)
     local = run_suites(EvalTarget(kind="checkpoint", location=vllm_server.model_dir), suites, tmp_path / "local",
-                       limit=3, cfg=CFG)
+                       limit=2, cfg=CFG)
     assert served["target"]["kind"] == "endpoint" and served["target"]["location"] == vllm_server.base_url
     assert not served["skipped"] and set(served["suites"]) == set(suites) == set(local["suites"])
     assert served["suites"]["template_parity"]["metrics"] == {"tokens_match": 1.0, "prompt_is_prefix": 1.0}
@@ -191,9 +191,10 @@ def test_through_the_real_gateway(vllm_server, redis_server, tmp_path, monkeypat
         gw.wait_healthy(120)
         res = run_suites(EvalTarget(kind="endpoint", location=gw.url + "/v1", name="tiny", api_key_env="EVAL_TEST_KEY",
                                     tokenizer=vllm_server.model_dir),
-                         ["safety", "heldout_perplexity", "template_parity"], tmp_path / "out", limit=2, cfg=CFG)
+                         ["golden", "safety", "heldout_perplexity", "template_parity"], tmp_path / "out", limit=2,
+                         cfg=CFG)
     finally:
         gw.stop()
-    assert res["target"]["model_version"] == "tiny-v7" and res["target"]["name"] == "tiny"
+    assert res["target"]["model_version"] == "tiny-v7" and res["target"]["name"] == "tiny"   # from the golden answers
     assert set(res["skipped"]) == {"heldout_perplexity", "template_parity"}, res["skipped"]
     assert res["suites"]["safety"]["metrics"]["must_block_rate"] == 1.0    # both prompts: 400 content_filter
