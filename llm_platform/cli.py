@@ -49,10 +49,11 @@ def _fail(e: Exception) -> None:
 
 # %% auto #0
 __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
-           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'models_list', 'models_prepare',
-           'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune',
-           'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap', 'registry_list', 'registry_show',
-           'registry_promote', 'registry_rollback', 'gate_run', 'arena_serve', 'arena_stats']
+           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'evaluate_app', 'models_list',
+           'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show',
+           'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap',
+           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'gate_run', 'arena_serve',
+           'arena_stats', 'evaluate_run']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -592,6 +593,37 @@ def arena_stats(votes: Path = typer.Argument(Path("runs/arena/votes.jsonl"), hel
     table.add_row(str(res.votes), str(res.challenger_wins), str(res.champion_wins), str(res.ties), str(res.both_bad),
                   "-" if res.win_rate is None else f"{res.win_rate:.3f}", f"[{res.interval[0]:.3f}, {res.interval[1]:.3f}]")
     Console().print(table)
+
+# %% ../nbs/91_cli.ipynb #8193c699
+evaluate_app = typer.Typer(help="Evaluation suites (lm-eval) on a checkpoint or a live endpoint.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+@evaluate_app.command("run")
+def evaluate_run(target: str = typer.Option(..., help="checkpoint:PATH (a model folder) or endpoint:URL (the /v1 base URL)"),
+                 out: Path = typer.Option(..., help="output folder for evaluation_results.json and items.jsonl"),
+                 model: Optional[str] = typer.Option(None, help="served model name (endpoint); default: the folder name"),
+                 api_key_env: Optional[str] = typer.Option(None, help="env var holding the endpoint's API key"),
+                 tokenizer: Optional[str] = typer.Option(None, help="endpoint: a local tokenizer folder (perplexity, parity)"),
+                 suites: Optional[str] = typer.Option(None, help="comma-separated suites (default: the config's)"),
+                 limit: Optional[int] = typer.Option(None, help="first N items of each suite"),
+                 config: Path = typer.Option(Path("configs/evaluation/suites.yaml"), help="suites YAML"),
+                 overrides: Optional[list[str]] = SetOpt):
+    "Run the evaluation suites on a checkpoint or an endpoint; print each suite's metrics."
+    from llm_platform.evaluation.harness import EvalTarget, SuitesConfig, run_suites
+    try:
+        cfg = load_config(config, overrides, kind=SuitesConfig)
+        t = EvalTarget.parse(target, name=model, api_key_env=api_key_env, tokenizer=tokenizer)
+        res = run_suites(t, suites.split(",") if suites else None, out, limit=limit, cfg=cfg)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        _fail(e)
+    table = Table("suite", "n", "metrics")
+    for name, s in res["suites"].items():
+        table.add_row(name, str(s["n"]), ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items()))
+    for name, why in res["skipped"].items():
+        table.add_row(name, "-", f"skipped: {why}")
+    Console().print(table)
+    version = f" version {res['target']['model_version']}" if res["target"]["model_version"] else ""
+    console.print(f"{res['target']['kind']} {res['target']['name']}{version}: {Path(out) / 'evaluation_results.json'}")
 
 # %% ../nbs/91_cli.ipynb #c57eef1c
 if __name__ == "__main__" and "__file__" in globals():   # `python -m llm_platform.cli` (not a notebook run)

@@ -281,7 +281,8 @@ CONFIG_FILE_KINDS: dict[str, type[Strict] | str] = {
     "hyperparameter_space.yaml": SearchSpaceConfig, "gateway.yaml": "llm_platform.serve.config:GatewayConfig",
     "gateway_test.yaml": "llm_platform.serve.config:GatewayConfig",
     "gate.yaml": "llm_platform.evaluation.gate:GateConfig",
-    "arena.yaml": "llm_platform.ui.arena:ArenaConfig"}
+    "arena.yaml": "llm_platform.ui.arena:ArenaConfig",
+    "suites.yaml": "llm_platform.evaluation.harness:SuitesConfig"}
 
 def config_kind(path: str | Path) -> type[Strict] | None:
     "The config model for a YAML under configs/: by file name, else by folder (importing a lazily named one)."
