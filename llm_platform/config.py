@@ -18,8 +18,8 @@ from .core import find_project_root, resolve_path
 __all__ = ['STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig',
            'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig', 'SearchRange',
            'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig',
-           'MLflowConfig', 'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides', 'load_config',
-           'dump_config', 'flatten']
+           'MLflowConfig', 'GateStepConfig', 'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides',
+           'load_config', 'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
 class Strict(BaseModel):
@@ -254,7 +254,15 @@ class MLflowConfig(Strict):
     register_model: bool = True                     # a registered model version per training run
     registered_model: str | None = None             # registry name; default: the pipeline's name
 
-STEPS = ("01_data", "02_train", "03_evaluate", "04_merge")
+class GateStepConfig(Strict):
+    "The promotion gate step: the harness's suites on this run's model and on the champion, then the paired test."
+    suites: str = "configs/evaluation/suites.yaml"   # harness settings (evaluation.harness.SuitesConfig)
+    config: str = "configs/evaluation/gate.yaml"     # margins and rules (evaluation.gate.GateConfig)
+    limit: int | None = Field(None, gt=0)            # first N items of each suite (smoke runs); None: all
+    promote: bool = True                             # move `champion` to this run's version when the gate passes
+                                                     # (and for a model's first version, as an audited override)
+
+STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "06_gate")
 
 class PipelineConfig(Strict):
     "One pipeline run: data -> train -> evaluate -> merge, then serve."
@@ -266,6 +274,7 @@ class PipelineConfig(Strict):
     serving: ServingConfig = ServingConfig()
     ui: UIConfig = UIConfig()
     mlflow: MLflowConfig = MLflowConfig()
+    gate: GateStepConfig = GateStepConfig()
     steps: list[Literal[STEPS]] = list(STEPS)       # which steps run, in order
     runs_dir: str = "runs"
     kernel_name: str = "llm-platform"               # the Jupyter kernel `make setup` registers

@@ -30,7 +30,7 @@ from llm_platform.core import (
 log = get_logger("pipeline")
 
 # %% auto #0
-__all__ = ['log', 'StepContext', 'open_step', 'PipelineStepError', 'run_pipeline', 'find_run']
+__all__ = ['log', 'StepContext', 'open_step', 'PipelineStepError', 'apply_gate', 'run_pipeline', 'find_run']
 
 # %% ../nbs/90_pipeline.ipynb #f24a2296
 @dataclass
@@ -110,7 +110,36 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
                 mlflow.log_artifact(str(png), artifact_path="02_train")
         if train is not None and cfg.mlflow.register_model and not info.get("registered_version"):
             info["registered_model"], info["registered_version"] = _register_training(cfg, run_dir, info, train, run)
-        return run.info.run_id
+    if info.get("registered_version") and "06_gate" in info["steps_done"] and "gate" not in info:
+        info["gate"] = apply_gate(cfg, run_dir, info)
+    return run.info.run_id
+
+def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
+    """After registration: `challenger` points at the new version, which carries its generated model
+    card and evaluation; `champion` moves to it when the 06_gate decision passed, or, for a model's
+    first version (nothing to compare with), as an audited override that says so."""
+    from llm_platform.registry.models import attach_version_artifacts, promote, set_challenger
+    g = read_json(run_dir / "06_gate" / "metrics.json")["metrics"]
+    name, version, uri = info["registered_model"], info["registered_version"], cfg.mlflow.tracking_uri
+    audit = resolve_path(cfg.runs_dir) / "registry" / "audit.jsonl"
+    set_challenger(name, version, uri)
+    attach_version_artifacts(name, version, g["challenger_dir"], tracking_uri=uri)
+    out = {"version": f"{name}/{version}", "champion_before": g.get("champion_version"), "passed": g["passed"],
+           "failed": g.get("failed", []), "promoted": False}
+    if not cfg.gate.promote:
+        return out
+    if g.get("champion_version") is None:
+        move = promote(name, version, override_reason="first version of the model: no champion to compare against",
+                       tracking_uri=uri, audit_path=audit, actor=f"pipeline:{run_dir.name}")
+    elif g["passed"]:
+        move = promote(name, version, decision=g["decision_path"], tracking_uri=uri, audit_path=audit,
+                       actor=f"pipeline:{run_dir.name}")
+    else:
+        log.info("gate failed for %s/%s (%s): champion stays %s", name, version, ", ".join(out["failed"]),
+                 g["champion_version"])
+        return out
+    log.info("%s/%s is the champion (was %s)", name, version, move.previous or "none")
+    return {**out, "promoted": True, "override": move.override, "audit_seq": move.audit_seq}
 
 def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, train: dict, run) -> tuple[str, str]:
     """Log the trained adapter as an artifact and register it as a new model version tagged with the

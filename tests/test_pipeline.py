@@ -9,7 +9,7 @@ import pytest
 from llm_platform.core import read_json
 from llm_platform.pipeline import PipelineStepError, run_pipeline
 
-STEPS = ["01_data", "02_train", "03_evaluate", "04_merge"]
+STEPS = ["01_data", "02_train", "03_evaluate", "04_merge", "06_gate"]
 
 
 def test_every_step_ran_and_kept_its_notebook(tiny_run):
@@ -84,6 +84,28 @@ def test_training_run_is_a_registered_model_version(tiny_run):
     assert version.tags["git_commit"] == tiny_run["git_commit"] and version.tags["method"] == "lora"
     assert version.tags["data_sha256"] == sha256_file(Path("data/sample/chats.jsonl").resolve())
     assert version.tags["run_id"] == tiny_run["run_id"]
+
+
+def test_gate_step_evaluates_the_run_and_its_first_version_becomes_champion(tiny_run):
+    "06_gate ran the harness on the merged model; with no champion yet, the version is promoted as an audited override."
+    from llm_platform.registry.models import list_versions, show_version
+    from llm_platform.security.audit import verify_log
+    uri, name, version = f"sqlite:///{tiny_run['runs_dir']}/mlflow.db", tiny_run["registered_model"], tiny_run["registered_version"]
+    g = read_json(tiny_run["run_dir"] / "06_gate" / "metrics.json")["metrics"]
+    results = read_json(Path(g["challenger_dir"]) / "evaluation_results.json")
+    assert {"golden", "safety", "instruction_following"} <= set(results["suites"])
+    assert results["target"]["location"] == read_json(tiny_run["run_dir"] / "04_merge" / "metrics.json")["metrics"]["model_dir"]
+    items = (Path(g["challenger_dir"]) / "items.jsonl").read_text().splitlines()
+    assert len(items) >= 3 * len(results["suites"])                       # limit 3 items per suite, >= 1 metric each
+    champions = [v.version for v in list_versions(name, uri) if "champion" in v.aliases]
+    gate = tiny_run["gate"]
+    assert gate["version"] == f"{name}/{version}" and gate["promoted"] and gate["champion_before"] is None
+    assert gate["override"] and champions == [version]
+    shown = show_version(name, version, uri)
+    assert {f"model_version_{version}/{f}" for f in ("model_card.md", "evaluation_results.json",
+                                                        "benchmark_scores.json")} <= set(shown["artifacts"])
+    assert shown["tags"]["promotion.override"] == "true" and "no champion" in shown["tags"]["promotion.override_reason"]
+    assert verify_log(tiny_run["runs_dir"] / "registry" / "audit.jsonl").ok
 
 
 def test_failed_step_can_be_resumed(runs_dir, tmp_path):
