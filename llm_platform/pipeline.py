@@ -118,6 +118,7 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
     """After registration: `challenger` points at the new version, which carries its generated model
     card and evaluation; `champion` moves to it when the 06_gate decision passed, or, for a model's
     first version (nothing to compare with), as an audited override that says so."""
+    from llm_platform.evaluation.gate_report import log_gate_to_mlflow
     from llm_platform.registry.models import attach_version_artifacts, promote, set_challenger
     g = read_json(run_dir / "06_gate" / "metrics.json")["metrics"]
     name, version, uri = info["registered_model"], info["registered_version"], cfg.mlflow.tracking_uri
@@ -126,6 +127,8 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
     attach_version_artifacts(name, version, g["challenger_dir"], tracking_uri=uri)
     out = {"version": f"{name}/{version}", "champion_before": g.get("champion_version"), "passed": g["passed"],
            "failed": g.get("failed", []), "promoted": False}
+    if g.get("decision_path"):          # the report, plot and numbers as an MLflow run; the version tagged with it
+        out["gate_mlflow_run_id"] = log_gate_to_mlflow(run_dir / "06_gate", uri, registered_model=name, version=version)
     if not cfg.gate.promote:
         return out
     if g.get("champion_version") is None:
