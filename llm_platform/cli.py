@@ -157,15 +157,19 @@ def data_synth(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), 
 def pipeline_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
                  overrides: Optional[list[str]] = SetOpt,
                  run_id: Optional[str] = typer.Option(None, help="name the run (default: <config name>-<time>-<id>)"),
-                 resume: Optional[str] = typer.Option(None, help="continue this run id from its first unfinished step")):
-    "Run the step notebooks with papermill into runs/<run-id>/ and log the run to MLflow."
+                 resume: Optional[str] = typer.Option(None, help="continue this run id from its first unfinished step"),
+                 force: Optional[list[str]] = typer.Option(None, "--force", help="run this step even if cached "
+                                                           "(repeatable); the steps after it rerun as their inputs change"),
+                 cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse unchanged steps of earlier runs")):
+    "Run the step notebooks with papermill into runs/<run-id>/ (reusing unchanged steps) and log the run to MLflow."
     from llm_platform.pipeline import PipelineStepError, run_pipeline
     try:
-        info = run_pipeline(config, overrides, run_id=resume or run_id, resume=bool(resume))
+        info = run_pipeline(config, overrides, run_id=resume or run_id, resume=bool(resume), force=force, use_cache=cache)
     except (ConfigError, PipelineStepError, FileNotFoundError, FileExistsError, ValueError) as e:
         _fail(e)
     console.print(Panel.fit(f"run [bold]{info['run_id']}[/] finished\nfolder: runs/{info['run_id']}\n"
-                            f"model:  {info.get('model_dir', '-')}\nMLflow: {info.get('mlflow_run_id') or 'disabled'}",
+                            f"model:  {info.get('model_dir', '-')}\nMLflow: {info.get('mlflow_run_id') or 'disabled'}"
+                            + "".join(f"\nreused: {s} from run {r['run_id']}" for s, r in info.get("reused_from", {}).items()),
                             title="pipeline"))
     print(info["run_id"])
 
@@ -197,7 +201,9 @@ def pipeline_show(run_id: str):
             table.add_row(step, "failed" if info.get("failed_step") == step else "not run", "-", "")
             continue
         m = read_json(path)
-        table.add_row(step, m["status"], str(m["seconds"]), _headline(step, m["metrics"]))
+        reused = info.get("reused_from", {}).get(step)
+        table.add_row(step, m["status"] + (f" (reused from {reused['run_id']})" if reused else ""), str(m["seconds"]),
+                      _headline(step, m["metrics"]))
     Console().print(table)
 
 # %% ../nbs/91_cli.ipynb #d6627f02
