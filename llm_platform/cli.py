@@ -52,7 +52,7 @@ __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_
            'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'models_list', 'models_prepare',
            'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune',
            'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap', 'registry_list', 'registry_show',
-           'registry_promote', 'registry_rollback', 'gate_run']
+           'registry_promote', 'registry_rollback', 'gate_run', 'lineage']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -556,6 +556,22 @@ def gate_run(champion: Path = typer.Option(..., exists=True, file_okay=False, he
         console.print(f"[bold red]gate FAILED[/]: {', '.join(d.failed)}")
         raise typer.Exit(1)
     console.print("[bold green]gate PASSED[/]")
+
+# %% ../nbs/91_cli.ipynb #47b31d3f
+@app.command("lineage")
+def lineage(query: str = typer.Argument(..., help="request id (x-request-id), model name/version or name@alias, or run id"),
+            runs_dir: Path = typer.Option(Path("runs"), help="pipeline runs folder"),
+            tracking_uri: str = UriOpt,
+            audit: Optional[list[Path]] = typer.Option(None, "--audit", help="audit log to search for a request id "
+                                                       "(repeatable; default: runs/gateway and runs/*/06_serve)"),
+            as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON")):
+    "Print what a request, model version or run came from: audit record, version, MLflow run, commit, steps, hashes."
+    from llm_platform.lineage import LineageError, render_lineage, trace
+    try:
+        lin = trace(query, runs_dir, tracking_uri, audit)
+    except LineageError as e:
+        _fail(e)
+    print(json.dumps(lin.to_dict(), indent=2, default=str) if as_json else render_lineage(lin))
 
 # %% ../nbs/91_cli.ipynb #c57eef1c
 if __name__ == "__main__" and "__file__" in globals():   # `python -m llm_platform.cli` (not a notebook run)

@@ -149,8 +149,8 @@ def test_unchanged_pipeline_reuses_every_step_in_under_10s(tiny_run):
 
 @pytest.fixture(scope="module")
 def changed_run(tiny_run):
-    "The tiny pipeline with one training knob changed (2 steps), MLflow off."
-    ov = _overrides(tiny_run, "mlflow.enabled=false", "train.max_steps=2", "evaluate.require_improvement=false")
+    "The tiny pipeline with one training knob changed (3 steps; the resume test trains 2), MLflow off."
+    ov = _overrides(tiny_run, "mlflow.enabled=false", "train.max_steps=3", "evaluate.require_improvement=false")
     info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"changed-{uuid.uuid4().hex[:6]}", progress=False)
     return {**info, "overrides": ov, "run_dir": tiny_run["runs_dir"] / info["run_id"]}
 
@@ -159,7 +159,7 @@ def test_changed_training_override_reruns_train_and_after(tiny_run, changed_run)
     assert changed_run["reused_from"] == {"01_data": {"run_id": tiny_run["run_id"], "step": "01_data"}}
     for step in ("02_train", "03_evaluate", "04_merge"):
         assert _made_here(changed_run["run_dir"], step), step
-    assert read_json(changed_run["run_dir"] / "02_train" / "metrics.json")["metrics"]["steps"] == 2
+    assert read_json(changed_run["run_dir"] / "02_train" / "metrics.json")["metrics"]["steps"] == 3
 
 
 def test_force_reruns_the_step_and_the_steps_after_it(tiny_run, changed_run):
