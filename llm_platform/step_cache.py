@@ -19,8 +19,9 @@ from .core import get_logger, read_json, sha256_file, write_json
 log = get_logger("step_cache")
 
 # %% auto #0
-__all__ = ['log', 'STEP_CONFIG', 'IGNORED_KEYS', 'NEVER_CACHED', 'INDEX_NAME', 'config_sections', 'tree_sha256',
-           'code_fingerprint', 'StepKey', 'step_key', 'CacheEntry', 'StepCache', 'link_step', 'clear_link']
+__all__ = ['log', 'STEP_CONFIG', 'IGNORED_KEYS', 'NEVER_CACHED', 'INDEX_NAME', 'DEPENDENCIES_IN_KEY', 'config_sections',
+           'tree_sha256', 'code_fingerprint', 'StepKey', 'step_key', 'CacheEntry', 'StepCache', 'link_step',
+           'clear_link']
 
 # %% ../nbs/90a_step_cache.ipynb #01fee77e
 STEP_CONFIG: dict[str, tuple[str, ...]] = {       # the sections of the config each shipped step reads
@@ -63,13 +64,26 @@ def tree_sha256(path: str | Path) -> str:
         h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
+DEPENDENCIES_IN_KEY = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets", "safetensors")
+
+def _installed(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
 def code_fingerprint(package_dir: Path) -> dict:
-    "The package version and a hash of its Python sources (`llm_platform/**/*.py`)."
+    """The package version, a hash of its Python sources (`llm_platform/**/*.py`), the Python version
+    and the versions of the libraries the steps compute with (`DEPENDENCIES_IN_KEY`)."""
+    import platform
+
     from llm_platform import __version__
     h = hashlib.sha256()
     for f in sorted(package_dir.rglob("*.py")):
         h.update(f"{f.relative_to(package_dir).as_posix()}\0".encode() + f.read_bytes())
-    return {"version": __version__, "source_sha256": h.hexdigest()}
+    return {"version": __version__, "source_sha256": h.hexdigest(), "python": platform.python_version(),
+            "dependencies": {name: _installed(name) for name in DEPENDENCIES_IN_KEY}}
 
 # %% ../nbs/90a_step_cache.ipynb #1bb338ca
 @dataclass
