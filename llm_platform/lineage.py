@@ -47,6 +47,7 @@ class RunLineage:
     config_path: str
     overrides: list[str]
     mlflow_run_id: str | None
+    registered: str | None         # the model version it registered (or reused), name/N
     steps: list[StepLineage]
     data_sha256: dict[str, str]    # source data file -> hash
     splits_sha256: dict[str, str]  # split file -> hash
@@ -120,8 +121,9 @@ def trace_run(run_id: str, runs_dir: str | Path = "runs") -> RunLineage:
     reused = info.get("reused_from", {})
     steps = [_step(run_dir, s, reused.get(s)) for s in info.get("steps_done", [])]
     data, splits, model = _data_hashes(run_dir)
+    registered = f"{info['registered_model']}/{info['registered_version']}" if info.get("registered_version") else None
     return RunLineage(run_id, str(run_dir), info.get("git_commit", "unknown"), info.get("config_path", ""),
-                      info.get("overrides", []), info.get("mlflow_run_id"), steps, data, splits, model)
+                      info.get("overrides", []), info.get("mlflow_run_id"), registered, steps, data, splits, model)
 
 # %% ../nbs/92_lineage.ipynb #51ff473f
 def trace_version(name: str, version: str, tracking_uri: str) -> tuple[dict, dict | None]:
@@ -201,6 +203,11 @@ def trace(query: str,                          # request id, name/N, name@alias 
     if run_id:
         try:
             lin.run = trace_run(run_id, runs)
+        except LineageError as e:
+            lin.notes.append(str(e))
+    if lin.run and lin.model_version is None and lin.run.registered:   # a run query: show what it registered
+        try:
+            lin.model_version = trace_version(*lin.run.registered.split("/"), tracking_uri)[0]
         except LineageError as e:
             lin.notes.append(str(e))
     if lin.run and lin.mlflow_run is None and lin.run.mlflow_run_id:

@@ -65,14 +65,17 @@ def test_version_and_run_queries_reach_the_same_run(tiny_run, audited):
     by_run = trace(tiny_run["run_id"], tiny_run["runs_dir"], audited["uri"], [])
     assert by_version.kind == "version" and by_run.kind == "run"
     assert by_version.run == by_run.run and by_run.mlflow_run["run_id"] == tiny_run["mlflow_run_id"]
+    assert by_run.model_version["version"] == tiny_run["registered_version"] and by_run.run.registered == audited["version"]
 
 
 def test_cached_run_names_the_run_that_made_each_step(tiny_run, audited):
     from llm_platform.pipeline import run_pipeline
     ov = [f"runs_dir={tiny_run['runs_dir']}", f"mlflow.tracking_uri={audited['uri']}"]
     info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"lineage-{uuid.uuid4().hex[:6]}", progress=False)
-    run = trace(info["run_id"], tiny_run["runs_dir"], audited["uri"], []).run
+    lin = trace(info["run_id"], tiny_run["runs_dir"], audited["uri"], [])
+    run = lin.run
     assert all(s.reused and s.made_by == tiny_run["run_id"] for s in run.steps)
+    assert run.registered == audited["version"] and lin.model_version["tags"]["run_id"] == tiny_run["run_id"]
     assert all(s.parameters["run_dir"] == str(tiny_run["run_dir"]) for s in run.steps)   # the maker's parameters
 
 
