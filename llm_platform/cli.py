@@ -52,8 +52,8 @@ __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_
            'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'evaluate_app', 'models_list',
            'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show',
            'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap',
-           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'gate_run', 'arena_serve',
-           'arena_stats', 'evaluate_run']
+           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'gate_run', 'lineage',
+           'arena_serve', 'arena_stats', 'evaluate_run']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -158,15 +158,19 @@ def data_synth(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), 
 def pipeline_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
                  overrides: Optional[list[str]] = SetOpt,
                  run_id: Optional[str] = typer.Option(None, help="name the run (default: <config name>-<time>-<id>)"),
-                 resume: Optional[str] = typer.Option(None, help="continue this run id from its first unfinished step")):
-    "Run the step notebooks with papermill into runs/<run-id>/ and log the run to MLflow."
+                 resume: Optional[str] = typer.Option(None, help="continue this run id from its first unfinished step"),
+                 force: Optional[list[str]] = typer.Option(None, "--force", help="run this step even if cached "
+                                                           "(repeatable); the steps after it rerun as their inputs change"),
+                 cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse unchanged steps of earlier runs")):
+    "Run the step notebooks with papermill into runs/<run-id>/ (reusing unchanged steps) and log the run to MLflow."
     from llm_platform.pipeline import PipelineStepError, run_pipeline
     try:
-        info = run_pipeline(config, overrides, run_id=resume or run_id, resume=bool(resume))
+        info = run_pipeline(config, overrides, run_id=resume or run_id, resume=bool(resume), force=force, use_cache=cache)
     except (ConfigError, PipelineStepError, FileNotFoundError, FileExistsError, ValueError) as e:
         _fail(e)
     console.print(Panel.fit(f"run [bold]{info['run_id']}[/] finished\nfolder: runs/{info['run_id']}\n"
-                            f"model:  {info.get('model_dir', '-')}\nMLflow: {info.get('mlflow_run_id') or 'disabled'}",
+                            f"model:  {info.get('model_dir', '-')}\nMLflow: {info.get('mlflow_run_id') or 'disabled'}"
+                            + "".join(f"\nreused: {s} from run {r['run_id']}" for s, r in info.get("reused_from", {}).items()),
                             title="pipeline"))
     print(info["run_id"])
 
@@ -198,7 +202,9 @@ def pipeline_show(run_id: str):
             table.add_row(step, "failed" if info.get("failed_step") == step else "not run", "-", "")
             continue
         m = read_json(path)
-        table.add_row(step, m["status"], str(m["seconds"]), _headline(step, m["metrics"]))
+        reused = info.get("reused_from", {}).get(step)
+        table.add_row(step, m["status"] + (f" (reused from {reused['run_id']})" if reused else ""), str(m["seconds"]),
+                      _headline(step, m["metrics"]))
     Console().print(table)
 
 # %% ../nbs/91_cli.ipynb #d6627f02
@@ -551,6 +557,22 @@ def gate_run(champion: Path = typer.Option(..., exists=True, file_okay=False, he
         console.print(f"[bold red]gate FAILED[/]: {', '.join(d.failed)}")
         raise typer.Exit(1)
     console.print("[bold green]gate PASSED[/]")
+
+# %% ../nbs/91_cli.ipynb #47b31d3f
+@app.command("lineage")
+def lineage(query: str = typer.Argument(..., help="request id (x-request-id), model name/version or name@alias, or run id"),
+            runs_dir: Path = typer.Option(Path("runs"), help="pipeline runs folder"),
+            tracking_uri: str = UriOpt,
+            audit: Optional[list[Path]] = typer.Option(None, "--audit", help="audit log to search for a request id "
+                                                       "(repeatable; default: runs/gateway and runs/*/07_serve)"),
+            as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON")):
+    "Print what a request, model version or run came from: audit record, version, MLflow run, commit, steps, hashes."
+    from llm_platform.lineage import LineageError, render_lineage, trace
+    try:
+        lin = trace(query, runs_dir, tracking_uri, audit)
+    except LineageError as e:
+        _fail(e)
+    print(json.dumps(lin.to_dict(), indent=2, default=str) if as_json else render_lineage(lin))
 
 # %% ../nbs/91_cli.ipynb #becac19a
 arena_app = typer.Typer(help="Blind review arena: champion vs challenger side by side; votes for the gate.",

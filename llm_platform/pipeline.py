@@ -23,8 +23,17 @@ from llm_platform.core import (
     read_json,
     resolve_path,
     seed_everything,
-    sha256_file,
     write_json,
+)
+from llm_platform.step_cache import (
+    NEVER_CACHED,
+    CacheEntry,
+    StepCache,
+    clear_link,
+    code_fingerprint,
+    link_step,
+    step_key,
+    tree_sha256,
 )
 
 log = get_logger("pipeline")
@@ -52,9 +61,10 @@ class StepContext:
         return read_json(path)
 
     def record_input(self, path: str | Path) -> Path:
-        "Note an input file's hash in this step's manifest; returns the resolved path."
+        """Note an input file's hash (a folder's: its tree hash) in this step's manifest; returns the
+        resolved path. The step cache re-hashes these before it reuses the step."""
         p = resolve_path(path)
-        self.inputs[str(p)] = sha256_file(p)
+        self.inputs[str(p)] = tree_sha256(p)
         return p
 
     def finish(self, metrics: dict[str, Any]) -> dict:
@@ -88,6 +98,8 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
         if not info.get("mlflow_run_id"):
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(dump_config(cfg)).items()})
         mlflow.set_tags({"run_id": run_dir.name, "git_commit": info["git_commit"], "config": info["config_path"]})
+        if reused := info.get("reused_from"):
+            mlflow.set_tags({f"reused.{s}": f"{r['run_id']}/{r['step']}" for s, r in reused.items()})
         for step in info["steps_done"]:
             m = read_json(run_dir / step / "metrics.json")
             numeric = {f"{step}.{k}": float(v) for k, v in flatten(m["metrics"]).items()
@@ -109,7 +121,8 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
             if (png := run_dir / "02_train" / "loss_curve.png").exists():
                 mlflow.log_artifact(str(png), artifact_path="02_train")
         if train is not None and cfg.mlflow.register_model and not info.get("registered_version"):
-            info["registered_model"], info["registered_version"] = _register_training(cfg, run_dir, info, train, run)
+            info["registered_model"], info["registered_version"] = (
+                _reused_registration(cfg, run_dir.parent, info) or _register_training(cfg, run_dir, info, train, run))
     if info.get("registered_version") and "06_gate" in info["steps_done"] and "gate" not in info:
         info["gate"] = apply_gate(cfg, run_dir, info)
     return run.info.run_id
@@ -131,6 +144,8 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
         out["gate_mlflow_run_id"] = log_gate_to_mlflow(run_dir / "06_gate", uri, registered_model=name, version=version)
     if not cfg.gate.promote:
         return out
+    if g.get("champion_version") == str(version):      # a reused training: this version is the champion already
+        return {**out, "note": "this version is already the champion"}
     if g.get("champion_version") is None:
         move = promote(name, version, override_reason="first version of the model: no champion to compare against",
                        tracking_uri=uri, audit_path=audit, actor=f"pipeline:{run_dir.name}")
@@ -143,6 +158,24 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
         return out
     log.info("%s/%s is the champion (was %s)", name, version, move.previous or "none")
     return {**out, "promoted": True, "override": move.override, "audit_seq": move.audit_seq}
+
+def _reused_registration(cfg: PipelineConfig, runs_dir: Path, info: dict) -> tuple[str, str] | None:
+    """A reused `02_train` is the model version its maker registered: (name, version) when that
+    version is in this registry and names that run, else None (then this run registers it)."""
+    origin = info.get("reused_from", {}).get("02_train")
+    if not origin or not (runs_dir / origin["run_id"] / "run.json").exists():
+        return None
+    made = read_json(runs_dir / origin["run_id"] / "run.json")
+    name, version = made.get("registered_model"), made.get("registered_version")
+    if not version:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    try:
+        mv = MlflowClient().get_model_version(name, version)
+    except MlflowException:
+        return None
+    return (name, str(version)) if mv.tags.get("run_id") == origin["run_id"] else None
 
 def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, train: dict, run) -> tuple[str, str]:
     """Log the trained adapter as an artifact and register it as a new model version tagged with the
@@ -160,8 +193,10 @@ def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, train: di
     client = MlflowClient()
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name, description=f"Models trained by the {cfg.name} pipeline")
+    inputs, base = data.get("inputs_sha256", {}), str(data.get("metrics", {}).get("model_dir"))
     tags = {"run_id": run_dir.name, "git_commit": info["git_commit"], "method": str(m.get("method", "lora")),
-            "data_sha256": ",".join(sorted(data.get("inputs_sha256", {}).values())) or "unknown",
+            "data_sha256": ",".join(sorted(v for k, v in inputs.items() if k != base)) or "unknown",
+            "base_model_sha256": inputs.get(base, "unknown"),
             "train_rows_sha256": ",".join(sorted(train.get("inputs_sha256", {}).values())) or "unknown",
             "output_kind": str(m.get("output_kind", "adapter"))}
     version = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=tags,
@@ -169,17 +204,26 @@ def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, train: di
     log.info("registered %s version %s (%s)", name, version.version, source)
     return name, str(version.version)
 
-def run_pipeline(config_path: str | Path,                # pipeline YAML
-                 overrides: list[str] | None = None,     # dotted overrides, e.g. ["train.max_steps=5"]; on resume
-                                                         # they only locate runs_dir: the run keeps its own
-                 run_id: str | None = None,              # default: a new id
-                 resume: bool = False,                   # skip steps that finished in run_id
-                 progress: bool = True,                  # papermill's cell progress bar
-                 ) -> dict:
-    "Execute the configured steps with papermill; returns the run summary (also in run.json)."
+def _execute_step(step: str, root: Path, run_dir: Path, cfg: PipelineConfig, info: dict, progress: bool) -> None:
+    "Run one step notebook with papermill into `run_dir`; a failure becomes `PipelineStepError` with the resume command."
     import papermill as pm
-    root = find_project_root()
-    cfg = load_config(config_path, overrides)            # fail before any step on a bad config
+    src, dst = root / "pipelines" / f"{step}.ipynb", run_dir / f"{step}.ipynb"
+    log.info("step %s: %s -> %s", step, src, dst)
+    try:
+        pm.execute_notebook(str(src), str(dst), cwd=str(root), kernel_name=cfg.kernel_name, progress_bar=progress,
+                            parameters={"config_path": str(info["config_path"]), "overrides": info["overrides"],
+                                        "run_dir": str(run_dir)},
+                            execution_timeout=cfg.step_timeout_s, log_output=False,
+                            stderr_file=sys.stderr if progress else None)   # the steps' log lines
+    except Exception as e:  # papermill raises PapermillExecutionError, or a kernel/timeout error
+        info["failed_step"] = step; write_json(run_dir / "run.json", info)
+        why = f"{e.ename}: {e.evalue}" if hasattr(e, "evalue") else f"{type(e).__name__}: {str(e).strip()[-1500:]}"
+        raise PipelineStepError(f"step {step} failed: {why}\n"
+                                f"executed notebook: {dst}\n"
+                                f"resume with: llm-platform pipeline run --resume {run_dir.name}") from None
+
+def _open_run(cfg: PipelineConfig, config_path, overrides, run_id: str | None, resume: bool, root: Path):
+    "(config, run folder, run.json contents) of a new run, or of the run being resumed (with its own overrides)."
     if resume and not run_id:
         raise ValueError("resume needs the run id of the run to continue")
     run_id = run_id or new_run_id(cfg.name)
@@ -189,43 +233,67 @@ def run_pipeline(config_path: str | Path,                # pipeline YAML
         if not info_path.exists():
             raise FileNotFoundError(f"{info_path}: no such run to resume")
         info = read_json(info_path)
-        overrides = info["overrides"]; cfg = load_config(info["config_path"], overrides)
-    elif run_dir.exists():
+        return load_config(info["config_path"], info["overrides"]), run_dir, info
+    if run_dir.exists():
         raise FileExistsError(f"{run_dir} exists; pass resume=True (--resume) or a new run id")
-    else:
-        info = {"run_id": run_id, "config_path": str(config_path), "overrides": list(overrides or []),
-                "git_commit": git_commit(root), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps_done": []}
+    return cfg, run_dir, {"run_id": run_id, "config_path": str(config_path), "overrides": list(overrides or []),
+                          "git_commit": git_commit(root), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps_done": []}
+
+def run_pipeline(config_path: str | Path,                # pipeline YAML
+                 overrides: list[str] | None = None,     # dotted overrides, e.g. ["train.max_steps=5"]; on resume
+                                                         # they only locate runs_dir: the run keeps its own
+                 run_id: str | None = None,              # default: a new id
+                 resume: bool = False,                   # skip steps that finished in run_id
+                 progress: bool = True,                  # papermill's cell progress bar
+                 force: list[str] | None = None,         # steps to run even when cached (later steps then miss)
+                 use_cache: bool = True,                 # False: run every step (what runs is still indexed)
+                 ) -> dict:
+    "Execute the configured steps with papermill, reusing cached steps; returns the run summary (also in run.json)."
+    root = find_project_root()
+    cfg = load_config(config_path, overrides)            # fail before any step on a bad config
+    cfg, run_dir, info = _open_run(cfg, config_path, overrides, run_id, resume, root)
+    force = list(force or [])
+    if unknown := [s for s in force if s not in cfg.steps]:
+        raise ValueError(f"force={unknown}: not steps of {info['config_path']} (its steps: {', '.join(cfg.steps)})")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
+    resolved = dump_config(cfg)
+    (run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    info_path, cache, code = run_dir / "run.json", StepCache(run_dir.parent), code_fingerprint(Path(__file__).parent)
     write_json(info_path, info)
+    keys, upstream = {}, {}                          # step -> StepKey; finished step -> tree hash of its folder
     for step in cfg.steps:
-        if step in info["steps_done"] and (run_dir / step / "metrics.json").exists():
-            log.info("step %s already done in %s: skipped", step, run_id)
+        out, t0 = run_dir / step, time.time()
+        keys[step] = key = step_key(step, root / "pipelines" / f"{step}.ipynb", resolved, code, upstream)
+        if step in info["steps_done"] and step not in force and (out / "metrics.json").exists():
+            log.info("step %s already done in %s: skipped", step, run_dir.name)
+            upstream[step] = tree_sha256(out)
             continue
-        src, dst = root / "pipelines" / f"{step}.ipynb", run_dir / f"{step}.ipynb"
-        log.info("step %s: %s -> %s", step, src, dst)
-        t0 = time.time()
-        try:
-            pm.execute_notebook(str(src), str(dst), cwd=str(root), kernel_name=cfg.kernel_name, progress_bar=progress,
-                                parameters={"config_path": str(info["config_path"]), "overrides": info["overrides"],
-                                            "run_dir": str(run_dir)},
-                                execution_timeout=cfg.step_timeout_s, log_output=False,
-                                stderr_file=sys.stderr if progress else None)   # the steps' log lines
-        except Exception as e:  # papermill raises PapermillExecutionError, or a kernel/timeout error
-            info["failed_step"] = step; write_json(info_path, info)
-            why = f"{e.ename}: {e.evalue}" if hasattr(e, "evalue") else f"{type(e).__name__}: {str(e).strip()[-1500:]}"
-            raise PipelineStepError(f"step {step} failed: {why}\n"
-                                    f"executed notebook: {dst}\n"
-                                    f"resume with: llm-platform pipeline run --resume {run_id}") from None
+        info["steps_done"] = [s for s in info["steps_done"] if s != step]
+        hit = cache.lookup(key) if use_cache and step not in force and step not in NEVER_CACHED else None
+        if hit:
+            link_step(run_dir, step, cache.folder(hit).parent)
+            info.setdefault("reused_from", {})[step] = {"run_id": hit.run_id, "step": hit.step}
+            upstream[step] = hit.output_sha256
+            log.info("step %s: reused from run %s (linked)", step, hit.run_id)
+        else:
+            clear_link(out); clear_link(run_dir / f"{step}.ipynb")
+            info.get("reused_from", {}).pop(step, None)
+            _execute_step(step, root, run_dir, cfg, info, progress)
+            upstream[step] = tree_sha256(out)
+            if step not in NEVER_CACHED:
+                inputs = read_json(out / "metrics.json").get("inputs_sha256", {})
+                cache.store(key, CacheEntry(run_dir.name, step, upstream[step], inputs))
         info["steps_done"].append(step); info.pop("failed_step", None)
         info.setdefault("step_seconds", {})[step] = round(time.time() - t0, 1)
+        info.setdefault("step_keys", {})[step] = key.key
         write_json(info_path, info)
+    write_json(run_dir / "step_keys.json", {s: {"key": k.key, **k.parts} for s, k in keys.items()})
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if "04_merge" in info["steps_done"]:
         info["model_dir"] = read_json(run_dir / "04_merge" / "metrics.json")["metrics"]["model_dir"]
     info["mlflow_run_id"] = _log_mlflow(cfg, run_dir, info, root)
     write_json(info_path, info)
-    log.info("run %s finished in %s", run_id, run_dir)
+    log.info("run %s finished in %s", run_dir.name, run_dir)
     return info
 
 def find_run(run_id: str, runs_dir: str = "runs") -> dict:

@@ -36,7 +36,7 @@ def tiny_run(runs_dir):
     from llm_platform.pipeline import run_pipeline
     overrides = [f"runs_dir={runs_dir}", f"mlflow.tracking_uri=sqlite:///{runs_dir}/mlflow.db"]
     info = run_pipeline("configs/pipelines/tiny.yaml", overrides, run_id=f"tiny-{uuid.uuid4().hex[:6]}",
-                        progress=False)
+                        progress=False, use_cache=False)      # every step really runs (and is indexed for reuse)
     return {**info, "run_dir": runs_dir / info["run_id"], "runs_dir": runs_dir}
 
 

@@ -132,3 +132,118 @@ def test_failed_step_can_be_resumed(runs_dir, tmp_path):
 def test_existing_run_id_is_not_overwritten(tiny_run):
     with pytest.raises(FileExistsError, match="--resume"):
         run_pipeline("configs/pipelines/tiny.yaml", [f"runs_dir={tiny_run['runs_dir']}"], run_id=tiny_run["run_id"])
+
+
+# The step cache. The unchanged re-run reuses the session's tiny run; the other three share one
+# changed-training run (train, evaluate and merge run once more, about a minute on two cores).
+
+def _overrides(tiny_run, *more):
+    return [f"runs_dir={tiny_run['runs_dir']}", f"mlflow.tracking_uri=sqlite:///{tiny_run['runs_dir']}/mlflow.db", *more]
+
+
+def _made_here(run_dir: Path, step: str) -> bool:
+    "The step ran in this run: a real folder whose manifest names this run."
+    return not (run_dir / step).is_symlink() and read_json(run_dir / step / "metrics.json")["run_id"] == run_dir.name
+
+
+def test_unchanged_pipeline_reuses_every_step_in_under_10s(tiny_run):
+    import time
+
+    from mlflow.tracking import MlflowClient
+    t = time.perf_counter()
+    info = run_pipeline("configs/pipelines/tiny.yaml", _overrides(tiny_run), run_id=f"again-{uuid.uuid4().hex[:6]}",
+                        progress=False)
+    seconds = time.perf_counter() - t
+    assert seconds < 10, seconds
+    run_dir = tiny_run["runs_dir"] / info["run_id"]
+    assert info["steps_done"] == STEPS
+    assert info["reused_from"] == {s: {"run_id": tiny_run["run_id"], "step": s} for s in STEPS}
+    for step in STEPS:
+        assert (run_dir / step).resolve() == (tiny_run["run_dir"] / step).resolve() and (run_dir / step).is_symlink()
+    assert read_json(run_dir / "run.json")["reused_from"] == info["reused_from"]
+    assert info["model_dir"] == tiny_run["model_dir"]
+    # no second model version for the same training; MLflow says where each step came from
+    assert (info["registered_model"], info["registered_version"]) == (tiny_run["registered_model"],
+                                                                        tiny_run["registered_version"])
+    run = MlflowClient(tracking_uri=f"sqlite:///{tiny_run['runs_dir']}/mlflow.db").get_run(info["mlflow_run_id"])
+    assert run.data.tags["reused.02_train"] == f"{tiny_run['run_id']}/02_train"
+
+
+@pytest.fixture(scope="module")
+def changed_run(tiny_run):
+    "The tiny pipeline with one training knob changed (3 steps; the resume test trains 2), MLflow off."
+    ov = _overrides(tiny_run, "mlflow.enabled=false", "train.max_steps=3", "evaluate.require_improvement=false")
+    info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"changed-{uuid.uuid4().hex[:6]}", progress=False)
+    return {**info, "overrides": ov, "run_dir": tiny_run["runs_dir"] / info["run_id"]}
+
+
+def test_changed_training_override_reruns_train_and_after(tiny_run, changed_run):
+    assert changed_run["reused_from"] == {"01_data": {"run_id": tiny_run["run_id"], "step": "01_data"}}
+    for step in ("02_train", "03_evaluate", "04_merge"):
+        assert _made_here(changed_run["run_dir"], step), step
+    assert read_json(changed_run["run_dir"] / "02_train" / "metrics.json")["metrics"]["steps"] == 3
+
+
+def test_force_reruns_the_step_and_the_steps_after_it(tiny_run, changed_run):
+    info = run_pipeline("configs/pipelines/tiny.yaml", changed_run["overrides"], run_id=f"forced-{uuid.uuid4().hex[:6]}",
+                        progress=False, force=["03_evaluate"])
+    run_dir = tiny_run["runs_dir"] / info["run_id"]
+    assert info["reused_from"] == {"01_data": {"run_id": tiny_run["run_id"], "step": "01_data"},
+                                   "02_train": {"run_id": changed_run["run_id"], "step": "02_train"}}
+    assert _made_here(run_dir, "03_evaluate") and _made_here(run_dir, "04_merge")   # 04: its input changed
+
+
+def test_deleted_cached_output_is_a_miss_not_a_crash(tiny_run, changed_run):
+    import shutil
+    runs = tiny_run["runs_dir"]
+    index, keys = read_json(runs / ".step_cache.json"), read_json(changed_run["run_dir"] / "run.json")["step_keys"]
+    evaluated_by = index[keys["03_evaluate"]]["run_id"]  # the changed run, or the forced run that re-made it
+    merge_key = read_json(runs / evaluated_by / "run.json")["step_keys"]["04_merge"]
+    shutil.rmtree(runs / index[merge_key]["run_id"] / "04_merge")   # what the next run would reuse
+    info = run_pipeline("configs/pipelines/tiny.yaml", changed_run["overrides"], run_id=f"deleted-{uuid.uuid4().hex[:6]}",
+                        progress=False)
+    run_dir = tiny_run["runs_dir"] / info["run_id"]
+    assert set(info["reused_from"]) == {"01_data", "02_train", "03_evaluate"}
+    assert _made_here(run_dir, "04_merge") and info["steps_done"] == STEPS
+    assert info["step_keys"]["04_merge"] == merge_key
+    assert read_json(runs / ".step_cache.json")[merge_key]["run_id"] == info["run_id"]
+
+
+def test_no_cache_and_bad_force_from_the_cli(tiny_run):
+    from typer.testing import CliRunner
+
+    from llm_platform.cli import app
+    r = CliRunner().invoke(app, ["pipeline", "run", "--config", "configs/pipelines/tiny.yaml", "--force", "02_trian",
+                                 "--set", f"runs_dir={tiny_run['runs_dir']}"])
+    assert r.exit_code != 0 and "02_trian" in r.output
+
+
+def test_step_config_covers_what_each_step_notebook_reads():
+    "STEP_CONFIG must name every config section a step notebook touches, else the cache could hit wrongly."
+    import re
+
+    from llm_platform.config import STEPS as SHIPPED
+    from llm_platform.config import PipelineConfig
+    from llm_platform.step_cache import STEP_CONFIG
+    assert set(STEP_CONFIG) <= set(SHIPPED)      # steps not declared are keyed on the whole config
+    for step in STEP_CONFIG:
+        nb = nbformat.read(Path("pipelines") / f"{step}.ipynb", as_version=4)
+        src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        aliases = ["ctx.cfg", *re.findall(r"^(\w+) = ctx\.cfg$", src, re.M)]
+        used = {m for a in aliases for m in re.findall(rf"\b{re.escape(a)}\.(\w+)", src)}
+        used &= set(PipelineConfig.model_fields)
+        declared = {p for p in STEP_CONFIG[step] if "." not in p}
+        assert used and used <= declared, (step, used - declared)
+
+
+def test_key_depends_on_declared_sections_only():
+    from llm_platform.config import dump_config, load_config
+    from llm_platform.step_cache import code_fingerprint, step_key
+    code = code_fingerprint(Path("llm_platform"))
+    def keys(*ov):
+        cfg = dump_config(load_config("configs/pipelines/tiny.yaml", list(ov)))
+        return {s: step_key(s, Path("pipelines") / f"{s}.ipynb", cfg, code, {}).key for s in STEPS}
+    base, lr, golden = keys(), keys("train.learning_rate=0.5"), keys("evaluate.max_new_tokens=3")
+    assert base["01_data"] == lr["01_data"] and base["02_train"] != lr["02_train"]
+    assert base["02_train"] == golden["02_train"] and base["03_evaluate"] != golden["03_evaluate"]
+    assert keys("runs_dir=/elsewhere", "mlflow.enabled=false") == base
