@@ -132,7 +132,7 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
     card and evaluation; `champion` moves to it when the 06_gate decision passed, or, for a model's
     first version (nothing to compare with), as an audited override that says so."""
     from llm_platform.evaluation.gate_report import log_gate_to_mlflow
-    from llm_platform.registry.models import attach_version_artifacts, promote, set_challenger
+    from llm_platform.registry.models import RegistryError, attach_version_artifacts, list_versions, promote, set_challenger
     g = read_json(run_dir / "06_gate" / "metrics.json")["metrics"]
     name, version, uri = info["registered_model"], info["registered_version"], cfg.mlflow.tracking_uri
     audit = resolve_path(cfg.runs_dir) / "registry" / "audit.jsonl"
@@ -144,15 +144,24 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
         out["gate_mlflow_run_id"] = log_gate_to_mlflow(run_dir / "06_gate", uri, registered_model=name, version=version)
     if not cfg.gate.promote:
         return out
-    if g.get("champion_version") == str(version):      # a reused training: this version is the champion already
+    now = next((v.version for v in list_versions(name, uri) if "champion" in v.aliases), None)
+    if now == str(version):                 # a reused training (and gate): this version is the champion already
         return {**out, "note": "this version is already the champion"}
-    if g.get("champion_version") is None:
-        move = promote(name, version, override_reason="first version of the model: no champion to compare against",
-                       tracking_uri=uri, audit_path=audit, actor=f"pipeline:{run_dir.name}")
-    elif g["passed"]:
-        move = promote(name, version, decision=g["decision_path"], tracking_uri=uri, audit_path=audit,
-                       actor=f"pipeline:{run_dir.name}")
-    else:
+    if g.get("champion_version") != now:    # a reused 06_gate decided against another champion: never promote on it
+        return {**out, "note": f"the gate compared against champion {g.get('champion_version')}, the champion is now "
+                               f"{now}: not promoted (llm-platform pipeline run ... --force 06_gate to gate again)"}
+    try:
+        if now is None:
+            move = promote(name, version, override_reason="first version of the model: no champion to compare against",
+                           tracking_uri=uri, audit_path=audit, actor=f"pipeline:{run_dir.name}")
+        elif g["passed"]:
+            move = promote(name, version, decision=g["decision_path"], tracking_uri=uri, audit_path=audit,
+                           actor=f"pipeline:{run_dir.name}")
+        else:
+            move = None
+    except RegistryError as e:              # the registry refused (it re-checks the decision): the run says why
+        return {**out, "note": str(e)}
+    if move is None:
         log.info("gate failed for %s/%s (%s): champion stays %s", name, version, ", ".join(out["failed"]),
                  g["champion_version"])
         return out

@@ -22,7 +22,8 @@ from typing import Any
 import typer
 
 # %% auto #0
-__all__ = ['GENESIS', 'audit_app', 'scrub_text', 'scrub', 'AuditLog', 'AuditReport', 'verify_log', 'audit_verify']
+__all__ = ['GENESIS', 'audit_app', 'scrub_text', 'scrub', 'AuditLog', 'append_from_pipe', 'AuditReport', 'verify_log',
+           'audit_verify']
 
 # %% ../../nbs/56_security_audit.ipynb #fe126634
 _SECRET_FIELD = re.compile(r"(?:^|[_-])(?:pass(?:word|wd)?|secret|token|api[_-]?key|authorization|cookie|credentials?|"
@@ -74,7 +75,7 @@ class AuditLog:
     "Append-only, hash-chained JSONL audit log; safe for several writers on one host (file lock)."
     def __init__(self, path: str | Path, scrub_str: Callable[[str], str] = scrub_text,
                  key_env: str | None = "LLM_PLATFORM_AUDIT_KEY"):
-        self.path, self.scrub_str, self.key = Path(path), scrub_str, _audit_key(key_env)
+        self.path, self.scrub_str, self.key, self.key_env = Path(path), scrub_str, _audit_key(key_env), key_env
         self.head = self.path.with_name(self.path.name + ".head")
         self._lock_path, self._lock_fd, self._thread_lock = str(self.path) + ".lock", None, threading.Lock()
 
@@ -133,6 +134,26 @@ class AuditLog:
             tmp.write_text(json.dumps({"lines": n, "sha256": prev}))
             os.replace(tmp, self.head)
         return recs
+
+def append_from_pipe(path: str, key_env: str | None, fd: int = 0) -> int:
+    """A writer process's loop: JSON lines `[event, actor, data]` read from `fd` are appended with
+    `append_many` (trusted structured fields, no scrub), one batch per read, until end of file;
+    returns the records written. SIGINT/SIGTERM are ignored: the process ends when its writer
+    closes the pipe or dies (the kernel closes it then), after writing everything it received."""
+    import signal
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    log, buf, written = AuditLog(path, key_env=key_env or None), b"", 0
+    while chunk := os.read(fd, 1 << 20):
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        batch = [tuple(json.loads(line)) for line in lines if line]
+        if batch:
+            log.append_many(batch, scrub_data=False)
+            written += len(batch)
+    if buf.strip():
+        raise ValueError(f"audit pipe for {path} ended inside a record ({len(buf)} bytes): not written")
+    return written
 
 # %% ../../nbs/56_security_audit.ipynb #054b77b3
 @dataclass

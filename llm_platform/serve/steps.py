@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -155,18 +157,35 @@ class StreamGuard:
         return out
 
 # %% ../../nbs/65_serve_steps.ipynb #b909ee18
+_AUDIT_CHILD = ("import sys; from llm_platform.security.audit import append_from_pipe; "
+                "append_from_pipe(sys.argv[1], sys.argv[2] or None)")
+
 class AuditWriter:
-    "Buffer audit records and append them in batches, each on a worker thread (one lock, one fsync)."
-    def __init__(self, log: AuditLog, flush_ms: float = 5, max_batch: int = 512):
+    "Buffer audit records; every `flush_ms` hand them to a writer process that chains and appends them (one lock, one fsync)."
+    def __init__(self, log: AuditLog, flush_ms: float = 100, max_batch: int = 512):
         self.log, self.flush_s, self.max_batch = log, flush_ms / 1000, max_batch
         self.buffer: list[tuple] = []
-        self.flushing: asyncio.Task | None = None
+        self.pending = b""                  # serialised lines the pipe has not taken yet
         self.timer: asyncio.TimerHandle | None = None
-        self.written = 0
+        self.proc: subprocess.Popen | None = None
+        self.fd: int | None = None
+        self.watching = False
+        self.written = 0                    # records handed to the writer process
 
     def start(self) -> AuditWriter:
         self.loop = asyncio.get_running_loop()
+        self._spawn()
         return self
+
+    def _spawn(self):
+        r, w = os.pipe()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", _AUDIT_CHILD, str(self.log.path), self.log.key_env or ""],
+                                         stdin=r, close_fds=True)
+        finally:
+            os.close(r)
+        os.set_blocking(w, False)
+        self.fd = w
 
     def record(self, actor: str | None, **data) -> None:
         "Queue one request's record (non-blocking). Only structured fields: they are written unscrubbed."
@@ -181,30 +200,50 @@ class AuditWriter:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.flushing is not None and not self.flushing.done():   # one batch at a time, in order
-            self.timer = self.loop.call_later(self.flush_s, self._flush)
-            return
         batch, self.buffer = self.buffer, []
         if batch:
-            self.flushing = self.loop.create_task(self._write(batch))
-
-    async def _write(self, batch: list[tuple]):
-        try:
-            await asyncio.to_thread(self.log.append_many, batch, False)   # fields are ids, names, numbers: no scrub
+            self.pending += b"".join(orjson.dumps(rec) + b"\n" for rec in batch)   # ids, names, numbers: no scrub
             self.written += len(batch)
-        except Exception:                    # a full disk must not take the gateway down; it is logged loudly
-            log.exception("audit batch of %d records could not be written to %s", len(batch), self.log.path)
+            self._drain()
 
-    async def close(self):
-        "Write what is buffered, then stop."
-        if self.flushing is not None:
-            await self.flushing
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.buffer:
-            await self._write(self.buffer)
-            self.buffer = []
+    def _drain(self):
+        "Write what the pipe takes now; wait for it to be writable for the rest (the loop never blocks on it)."
+        if self.proc.poll() is not None:      # the writer died (a full disk, a bug): say so loudly, start another
+            log.error("audit writer for %s exited with code %s; starting a new one", self.log.path, self.proc.returncode)
+            self._unwatch()
+            os.close(self.fd)
+            self._spawn()
+        while self.pending:
+            try:
+                n = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                if not self.watching:
+                    self.loop.add_writer(self.fd, self._drain)
+                    self.watching = True
+                return
+            except BrokenPipeError:
+                return                        # the writer is gone: the next flush starts another and retries
+            self.pending = self.pending[n:]
+        self._unwatch()
+
+    def _unwatch(self):
+        if self.watching:
+            self.loop.remove_writer(self.fd)
+            self.watching = False
+
+    async def close(self, timeout_s: float = 30):
+        "Hand over what is buffered, close the pipe, and wait until the writer has appended it all."
+        self._flush()
+        deadline = time.monotonic() + timeout_s
+        while self.pending and self.proc.poll() is None and time.monotonic() < deadline:
+            self._drain()
+            await asyncio.sleep(0.01)
+        self._unwatch()
+        os.close(self.fd)
+        try:
+            await asyncio.to_thread(self.proc.wait, max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("audit writer for %s did not finish within %s s", self.log.path, timeout_s)
 
 # %% ../../nbs/65_serve_steps.ipynb #166f77d7
 _LAT = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
