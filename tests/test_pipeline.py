@@ -108,6 +108,35 @@ def test_gate_step_evaluates_the_run_and_its_first_version_becomes_champion(tiny
     assert verify_log(tiny_run["runs_dir"] / "registry" / "audit.jsonl").ok
 
 
+@pytest.fixture(scope="module")
+def bad_chats(tmp_path_factory) -> Path:
+    "The sample chats with every assistant answer replaced by random letters: training on it makes a worse model."
+    import random
+    rng = random.Random(0)
+    rows = [json.loads(line) for line in Path("data/sample/chats.jsonl").read_text().splitlines()]
+    for r in rows:
+        for m in r["messages"]:
+            if m["role"] == "assistant":
+                m["content"] = " ".join("".join(rng.choice("qxzjkvwy") for _ in range(rng.randint(3, 9))) for _ in range(24))
+    out = tmp_path_factory.mktemp("bad") / "chats.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def test_a_challenger_trained_on_bad_data_fails_the_gate_and_the_champion_stays(tiny_run, bad_chats):
+    "End to end: the pipeline trains on garbage; 06_gate compares it with the champion (tiny_run's version) and says no."
+    from llm_platform.registry.models import list_versions
+    ov = [*_overrides(tiny_run), f"data.path={bad_chats}", "evaluate.require_improvement=false", "gate.limit=8"]
+    info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"bad-{uuid.uuid4().hex[:6]}", progress=False)
+    gate, name = info["gate"], tiny_run["registered_model"]
+    assert gate["champion_before"] == tiny_run["registered_version"] and gate["passed"] is False
+    assert "heldout_perplexity/nll_per_token" in gate["failed"] and not gate["promoted"]
+    report = (tiny_run["runs_dir"] / info["run_id"] / "06_gate" / "gate_report.md").read_text()
+    assert "heldout_perplexity/nll_per_token" in report and "FAIL" in report.upper()
+    versions = {v.version: v.aliases for v in list_versions(name, f"sqlite:///{tiny_run['runs_dir']}/mlflow.db")}
+    assert "champion" in versions[tiny_run["registered_version"]] and "challenger" in versions[info["registered_version"]]
+
+
 def test_failed_step_can_be_resumed(runs_dir, tmp_path):
     "A step that fails stops the run with a resume command; after the cause is fixed, resume finishes it."
     golden = tmp_path / "golden.jsonl"
