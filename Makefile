@@ -13,12 +13,17 @@ CONFIG ?= configs/pipelines/demo.yaml
 TUNE_CONFIG ?= configs/pipelines/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test export lab lint pipeline train train-distributed tune sync-check nbtest pytest system-deps bench clean
+.PHONY: help setup llamacpp demo test export lab lint pipeline train train-distributed tune sync-check nbtest pytest system-deps bench clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.setup-$(STACK)   ## make .venv with the pinned stack (idempotent: seconds when done)
+setup: $(VENV)/.setup-$(STACK) llamacpp   ## make .venv with the pinned stack and build llama.cpp (idempotent: seconds when done)
+
+llamacpp: $(VENV)/.setup-$(STACK)   ## build llama.cpp's server and tools from source once (15-30 min on 2 cores; cached per user)
+	@command -v cmake >/dev/null && command -v g++ >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null) \
+	  || { echo "install first: sudo apt-get install cmake g++"; exit 1; }; }
+	$(BIN)/llm-platform llamacpp build
 
 $(VENV)/.setup-$(STACK): $(LOCK) pyproject.toml settings.ini
 	@echo "[setup] $(STACK) stack from $(LOCK) into $(VENV) (first run: ~4 min, ~4.5 GB)"

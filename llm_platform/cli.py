@@ -34,7 +34,7 @@ app.add_typer(safety_app, name="safety")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(pipeline_app, name="pipeline")
-serve_app = typer.Typer(help="vLLM on a model folder; `serve swap` moves a gateway model to another version.")
+serve_app = typer.Typer(help="A model server (vLLM, or llama.cpp on a CPU host) on a model folder; `serve swap` moves a gateway model to another version.")
 gateway_app = typer.Typer(help="The serving gateway: auth, quotas, cache, guardrails, balancing, audit, metrics.",
                           no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
@@ -49,11 +49,11 @@ def _fail(e: Exception) -> None:
 
 # %% auto #0
 __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
-           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'evaluate_app', 'models_list',
-           'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run', 'pipeline_show',
-           'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check', 'serve_swap',
-           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'gate_run', 'lineage',
-           'arena_serve', 'arena_stats', 'evaluate_run']
+           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'llamacpp_app', 'evaluate_app',
+           'models_list', 'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run',
+           'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check',
+           'serve_swap', 'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'gate_run',
+           'lineage', 'arena_serve', 'arena_stats', 'llamacpp_build', 'llamacpp_export', 'evaluate_run']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -300,27 +300,28 @@ def serve(ctx: typer.Context,
           model: Optional[str] = typer.Option(None, help="model folder (or hub id on a GPU host)"),
           run: Optional[str] = typer.Option(None, help="serve the merged model of this pipeline run"),
           config: Path = typer.Option(Path("configs/serving/vllm_config.yaml"), help="serving YAML"),
+          backend: Optional[str] = typer.Option(None, help="auto | vllm | llamacpp (default: the config's, auto)"),
           overrides: Optional[list[str]] = SetOpt):
-    "Start vLLM's OpenAI-compatible server and keep it up until Ctrl-C (or run a subcommand: swap)."
+    "Start an OpenAI-compatible model server and keep it up until Ctrl-C (or run a subcommand: swap)."
     if ctx.invoked_subcommand:
         return
-    from llm_platform.serve.vllm_server import VLLMServer
+    from llm_platform.serve.llamacpp import make_server
     try:
-        cfg = load_config(config, overrides, kind=ServingConfig)
+        cfg = load_config(config, [*(overrides or []), *([f"backend={backend}"] if backend else [])], kind=ServingConfig)
         model_dir, name = _model_from(model, run)
         if name and not cfg.served_model_name:
             cfg = cfg.model_copy(update={"served_model_name": name})
-        server = VLLMServer(model_dir, cfg)
+        server = make_server(model_dir, cfg)
         _stop_on_sigterm()
         server.start().wait_healthy()
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError, TimeoutError) as e:
         _fail(e)
     console.print(Panel.fit(f"OpenAI API: [bold]{server.base_url}[/]  (model name: {server.served_model_name})\n"
-                            f"log: {server.log_path}\nCtrl-C stops it.", title="vLLM"))
+                            f"log: {server.log_path}\nCtrl-C stops it.", title=getattr(server, "kind", "vLLM")))
     try:
         while server.proc and server.proc.poll() is None:
             time.sleep(1)
-        _fail(RuntimeError(f"vLLM exited; last log lines:\n{server.log_tail()}"))
+        _fail(RuntimeError(f"the model server exited; last log lines:\n{server.log_tail()}"))
     except KeyboardInterrupt:
         pass
     finally:
@@ -350,7 +351,7 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
     from llm_platform.pipeline import PipelineStepError, find_run, run_pipeline
     from llm_platform.serve.config import GatewayConfig
     from llm_platform.serve.app import GatewayProcess
-    from llm_platform.serve.vllm_server import VLLMServer
+    from llm_platform.serve.llamacpp import make_server
     from llm_platform.ui.chat import launch_chat_ui
     t0 = time.monotonic()
     server = gateway = None
@@ -361,7 +362,7 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
         gw_cfg = load_config(gateway_config, kind=GatewayConfig)
         name = serving.served_model_name
         version = f"{info.get('registered_model', name)}/{info['registered_version']}" if info.get("registered_version") else name
-        server = VLLMServer(info["model_dir"], serving)
+        server = make_server(info["model_dir"], serving)
         route = {**next(iter(gw_cfg.models.values())).model_dump(), "target": None,
                  "replicas": [{"url": server.base_url, "version": version, "upstream_model": name}]}
         gw_cfg = GatewayConfig.model_validate({**gw_cfg.model_dump(), "models": {name: route}})
@@ -380,7 +381,7 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
         _, ui_url = launch_chat_ui(api, name, cfg.ui, block=False, api_key=key)
         console.print(Panel.fit(
             f"run:        {info['run_id']} ({time.monotonic() - t0:.0f} s)\n"
-            f"OpenAI API: [bold]{api}[/]  (model: {name}, version {version}; vLLM behind it: {server.base_url})\n"
+            f"OpenAI API: [bold]{api}[/]  (model: {name}, version {version}; {getattr(server, 'kind', 'vLLM')} behind it: {server.base_url})\n"
             f"Demo key:   [bold]{key}[/]  (id {rec.id}, expires in 1 day; `llm-platform keys revoke {rec.id}`)\n"
             f"Chat UI:    [bold]{ui_url}[/]\nCtrl-C stops all three.", title="llm_platform demo"))
         print(f"API_URL={api}\nAPI_KEY={key}\nUI_URL={ui_url}", flush=True)
@@ -615,6 +616,44 @@ def arena_stats(votes: Path = typer.Argument(Path("runs/arena/votes.jsonl"), hel
     table.add_row(str(res.votes), str(res.challenger_wins), str(res.champion_wins), str(res.ties), str(res.both_bad),
                   "-" if res.win_rate is None else f"{res.win_rate:.3f}", f"[{res.interval[0]:.3f}, {res.interval[1]:.3f}]")
     Console().print(table)
+
+# %% ../nbs/91_cli.ipynb #c0c20c1f
+llamacpp_app = typer.Typer(help="llama.cpp, the fast CPU backend: build it from source, export GGUF files.", no_args_is_help=True)
+app.add_typer(llamacpp_app, name="llamacpp")
+
+@llamacpp_app.command("build")
+def llamacpp_build(force: bool = typer.Option(False, help="rebuild even if the tools are there"),
+                   jobs: Optional[int] = typer.Option(None, help="parallel compile jobs (default: the cores)")):
+    "Build llama-server, llama-quantize and llama-perplexity from the pinned sources (once; 15-30 min on 2 cores)."
+    from llm_platform.serve.llamacpp import build_llamacpp
+    try:
+        console.print(f"llama.cpp tools: {build_llamacpp(force=force, jobs=jobs)}")
+    except (RuntimeError, OSError) as e:
+        _fail(e)
+
+@llamacpp_app.command("export")
+def llamacpp_export(model: Optional[str] = typer.Option(None, help="a merged model folder"),
+                    run: Optional[str] = typer.Option(None, help="a pipeline run's merged model"),
+                    out: Path = typer.Option(..., help="output folder for the GGUF files"),
+                    quant: list[str] = typer.Option(["f16", "q8_0", "q4_k_m"], help="f32, f16, bf16, q8_0, q4_k_m (repeat)"),
+                    adapter: Optional[Path] = typer.Option(None, help="also a LoRA adapter folder, as a GGUF LoRA"),
+                    base: Optional[Path] = typer.Option(None, help="the adapter's base model folder (with --adapter)")):
+    "Convert a merged model (and optionally a LoRA adapter) to GGUF; prints each file's size and SHA-256."
+    from llm_platform.optimize.gguf import export_gguf, export_lora_gguf
+    try:
+        model_dir, _ = _model_from(model, run)
+        if adapter and not base:
+            raise ValueError("--adapter needs --base (the base model folder it was trained on)")
+        recs = export_gguf(model_dir, out, quant)
+        if adapter:
+            recs.append(export_lora_gguf(adapter, base, out / "adapter-f16.gguf"))
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        _fail(e)
+    table = Table("type", "file", "MB", "sha256")
+    for r in recs:
+        table.add_row(r["quant"], r["path"], f"{r['bytes'] / 1e6:.1f}", r["sha256"][:16])
+    Console().print(table)
+
 
 # %% ../nbs/91_cli.ipynb #8193c699
 evaluate_app = typer.Typer(help="Evaluation suites (lm-eval) on a checkpoint or a live endpoint.", no_args_is_help=True)

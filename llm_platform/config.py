@@ -17,9 +17,9 @@ from .core import find_project_root, resolve_path
 # %% auto #0
 __all__ = ['STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig',
            'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig', 'SearchRange',
-           'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'ServingConfig', 'UIConfig',
-           'MLflowConfig', 'GateStepConfig', 'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides',
-           'load_config', 'dump_config', 'flatten']
+           'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'LlamaCppSettings', 'ServingConfig',
+           'UIConfig', 'MLflowConfig', 'GateStepConfig', 'ExportStepConfig', 'PipelineConfig', 'config_kind',
+           'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
 class Strict(BaseModel):
@@ -225,14 +225,26 @@ class VLLMGpuSettings(Strict):
     max_num_seqs: int = 64
     enforce_eager: bool = False
 
+class LlamaCppSettings(Strict):
+    "llama.cpp's `llama-server` on a GGUF file: the fast CPU backend (see `serve.llamacpp`)."
+    quant: Literal["f32", "f16", "bf16", "q8_0", "q4_k_m"] = "f16"   # which exported file to serve
+    threads: int = Field(0, ge=0)     # 0: one per core this process may use
+    parallel: int = Field(8, gt=0)    # slots decoded together (continuous batching)
+    ctx_size: int = Field(4096, gt=0) # KV cells shared by all slots (unified KV cache)
+    poll: int = Field(0, ge=0, le=100)  # threads spin for work (llama.cpp's default 50) or sleep (0): spinning
+                                        # threads on a host shared with the gateway slow every token many times over
+    extra_args: list[str] = []        # passed through to llama-server
+
 class ServingConfig(Strict):
-    "How `llm_platform.serve` starts vLLM's OpenAI-compatible server."
+    "How `llm_platform.serve` starts a model server: vLLM, or llama.cpp on a CPU host (`backend`)."
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)
     served_model_name: str | None = None          # default: the model folder's name
     api_key_env: str | None = None                # name of the env var holding the API key, if any
     startup_timeout_s: float = Field(600, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "vllm", "llamacpp"] = "auto"   # auto: vLLM on a GPU, llama.cpp on a CPU host
+    llamacpp: LlamaCppSettings = LlamaCppSettings()
     cpu: VLLMCpuSettings = VLLMCpuSettings()
     gpu: VLLMGpuSettings = VLLMGpuSettings()
     extra_args: list[str] = []                    # passed through to the vLLM server
@@ -262,7 +274,16 @@ class GateStepConfig(Strict):
     promote: bool = True                             # move `champion` to this run's version when the gate passes
                                                      # (and for a model's first version, as an audited override)
 
-STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "06_gate")
+class ExportStepConfig(Strict):
+    "The GGUF export step (`optimize.gguf`): files for llama.cpp, their sizes and hashes, and what each costs in quality."
+    quants: list[Literal["f32", "f16", "bf16", "q8_0", "q4_k_m"]] = ["f16", "q8_0", "q4_k_m"]
+    lora: bool = True                                # also the LoRA adapter as a GGUF LoRA (adapter runs)
+    heldout_path: str | None = "data/eval/heldout.jsonl"   # held-out perplexity of each file, F32 the reference
+    ppl_ctx: int = Field(128, gt=8)                  # llama-perplexity window (the text needs 2x this in tokens)
+    golden: bool = True                              # serve each file; its greedy golden answers vs the fp32 model's
+    log_files: bool = True                           # the GGUF files as MLflow artifacts beside the registered version
+
+STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate")
 
 class PipelineConfig(Strict):
     "One pipeline run: data -> train -> evaluate -> merge, then serve."
@@ -275,6 +296,7 @@ class PipelineConfig(Strict):
     ui: UIConfig = UIConfig()
     mlflow: MLflowConfig = MLflowConfig()
     gate: GateStepConfig = GateStepConfig()
+    export: ExportStepConfig = ExportStepConfig()
     steps: list[Literal[STEPS]] = list(STEPS)       # which steps run, in order
     runs_dir: str = "runs"
     kernel_name: str = "llm-platform"               # the Jupyter kernel `make setup` registers

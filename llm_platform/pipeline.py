@@ -123,9 +123,28 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
         if train is not None and cfg.mlflow.register_model and not info.get("registered_version"):
             info["registered_model"], info["registered_version"] = (
                 _reused_registration(cfg, run_dir.parent, info) or _register_training(cfg, run_dir, info, train, run))
+        if "05_export" in info["steps_done"] and not info.get("gguf_logged"):
+            info["gguf_logged"] = _log_gguf(cfg, run_dir, info)
     if info.get("registered_version") and "06_gate" in info["steps_done"] and "gate" not in info:
         info["gate"] = apply_gate(cfg, run_dir, info)
     return run.info.run_id
+
+def _log_gguf(cfg: PipelineConfig, run_dir: Path, info: dict) -> bool:
+    """The 05_export step's GGUF files as artifacts of the MLflow run (`export.log_files`), and the
+    registered version tagged with each file's type, size and SHA-256: the files that serve it."""
+    import mlflow
+    from mlflow import MlflowClient
+    m = read_json(run_dir / "05_export" / "metrics.json")["metrics"]
+    files = [*m["files"].values(), *([m["lora"]] if m.get("lora") else [])]
+    if cfg.export.log_files:
+        for f in files:
+            mlflow.log_artifact(f["path"], artifact_path="05_export/gguf")
+    if info.get("registered_version"):
+        client = MlflowClient()
+        for f in files:
+            client.set_model_version_tag(info["registered_model"], info["registered_version"], f"gguf.{f['quant']}",
+                                         f"{Path(f['path']).name} {f['bytes']} sha256:{f['sha256']}")
+    return True
 
 def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
     """After registration: `challenger` points at the new version, which carries its generated model

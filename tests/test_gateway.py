@@ -460,7 +460,8 @@ def test_replica_killed_under_load_moves_traffic_and_all_down_is_503(tmp_path, v
 
 
 # ---- the serve step and the CLI check --------------------------------------------------------------
-def test_serve_step_runs_through_papermill(tiny_run, vllm_server):
+def test_serve_step_runs_through_papermill(tiny_run):
+    "The step starts the run's model on this host's backend (llama.cpp on a CPU host) and checks it as a client."
     import papermill as pm
 
     from llm_platform.core import find_project_root, read_json
@@ -468,12 +469,13 @@ def test_serve_step_runs_through_papermill(tiny_run, vllm_server):
     pm.execute_notebook("pipelines/07_serve.ipynb", str(run_dir / "07_serve.ipynb"), kernel_name="llm-platform",
                         progress_bar=False, cwd=str(find_project_root()),
                         parameters={"config_path": "configs/pipelines/tiny.yaml", "run_dir": str(run_dir),
-                                    "upstream_url": vllm_server.base_url, "gateway_port": free_port(),
-                                    "upstream_model": vllm_server.served_model_name, "rounds": 3})
+                                    "gateway_port": free_port(), "rounds": 3,
+                                    "overrides": [f"serving.port={free_port()}"]})
     m = read_json(run_dir / "07_serve" / "metrics.json")
     assert m["status"] == "ok" and m["metrics"]["blocked"] == "weapons" and m["metrics"]["cache"] == "hit"
     assert m["metrics"]["ttft"]["rounds"] == 3 and m["metrics"]["ttft"]["gateway_p50_ms"] > 0
     assert verify_log(run_dir / "07_serve" / "audit.jsonl").ok
+    assert m["metrics"]["backend"] == "llama.cpp"
 
 
 def test_cli_check_against_a_running_gateway(gateways, env):

@@ -11,7 +11,7 @@ from llm_platform.core import read_json, resolve_path, sha256_file
 from llm_platform.lineage import LineageError, render_lineage, trace
 from llm_platform.step_cache import tree_sha256
 
-STEPS = ["01_data", "02_train", "03_evaluate", "04_merge", "06_gate"]
+STEPS = ["01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate"]
 
 
 def _audit_request(path: Path, request_id: str, model: str, version: str) -> None:

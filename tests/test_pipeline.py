@@ -9,7 +9,7 @@ import pytest
 from llm_platform.core import read_json
 from llm_platform.pipeline import PipelineStepError, run_pipeline
 
-STEPS = ["01_data", "02_train", "03_evaluate", "04_merge", "06_gate"]
+STEPS = ["01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate"]
 
 
 def test_every_step_ran_and_kept_its_notebook(tiny_run):

@@ -198,24 +198,27 @@ class Launcher(Protocol):
     def in_flight(self, replica: Replica) -> int | None: ...   # requests running or queued; None: unknown
 
 # %% ../../nbs/66_serve_manager.ipynb #52268a6c
-VLLM_QUEUE = re.compile(r"^vllm:num_requests_(?:running|waiting)(?:\{[^}]*\})?\s+(\S+)$", re.M)
+VLLM_QUEUE = re.compile(r"^(?:vllm:num_requests_(?:running|waiting)|llamacpp:requests_(?:processing|deferred))"
+                        r"(?:\{[^}]*\})?\s+(\S+)$", re.M)
 
 def parse_vllm_queue(metrics: str) -> int | None:
-    "Requests running + waiting in vLLM's Prometheus text; None when the gauges are absent."
+    "Requests running + waiting in vLLM's (or llama.cpp's) Prometheus text; None when the gauges are absent."
     values = VLLM_QUEUE.findall(metrics)
     return round(sum(float(v) for v in values)) if values else None
 
 class VLLMLauncher:
-    "Replicas are `VLLMServer`s sharing one ServingConfig; each gets its own port and the model's name."
+    """Replicas are servers on the config's backend (`serve.llamacpp.make_server`: vLLM, or llama.cpp on a
+    CPU host) sharing one ServingConfig; each gets its own port and the model's name."""
     drain_grace_s = 2.0
 
     def __init__(self, serving: ServingConfig, device: str | None = None):
         self.serving, self.device, self.api_key_env = serving, device, serving.api_key_env
 
     def launch(self, model_dir: str, port: int, name: str, log_path: Path) -> VLLMServer:
+        from llm_platform.serve.llamacpp import make_server
         cfg = self.serving.model_copy(update={"port": port, "served_model_name": name})
-        return VLLMServer(model_dir, cfg, log_path=log_path, device=self.device,
-                          preexec_fn=parent_death_hook()).start()
+        return make_server(model_dir, cfg, log_path=log_path, device=self.device,
+                           preexec_fn=parent_death_hook()).start()
 
     def in_flight(self, replica: Replica) -> int | None:
         try:

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import field_validator
@@ -44,6 +44,8 @@ class ReplicaSpec(Strict):
     url: str                                # base URL incl. /v1, e.g. http://127.0.0.1:8011/v1
     version: str = "unknown"                # model version this replica serves (goes into x-model-version)
     upstream_model: str | None = None       # model name the replica expects in the body (None: the served name)
+    body_extra: dict[str, Any] = {}         # fields set on every request body, e.g. llama.cpp's per-request
+                                            # adapter scales {"lora": [{"id": 0, "scale": 1.0}]}: one server, many fine-tunes
     api_key_env: str | None = None          # env var holding the replica's API key, sent as Bearer
 
     @field_validator("url")
@@ -277,12 +279,14 @@ class UpstreamPool:
         raise self._no_replica(model, routes)
 
     def _encode(self, r: Replica, body: dict | bytes) -> bytes:
-        name = r.spec.upstream_model
+        name, extra = r.spec.upstream_model, r.spec.body_extra
         if isinstance(body, bytes | bytearray):
-            if name is None:
+            if name is None and not extra:
                 return body
             body = orjson.loads(body)
-        return orjson.dumps(body if name is None else {**body, "model": name})
+        if name is None and not extra:
+            return orjson.dumps(body)
+        return orjson.dumps({**body, **extra, **({"model": name} if name is not None else {})})
 
     async def _send(self, r: Replica, path: str, body, stream: bool, headers: dict | None) -> UpstreamResponse:
         data = self._encode(r, body)

@@ -76,6 +76,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 class VLLMServer:
     "A vLLM OpenAI-compatible server in a child process group. Use as a context manager."
+    kind = "vLLM"
     def __init__(self, model_dir: str | Path, cfg: ServingConfig, log_path: str | Path | None = None,
                  device: str | None = None,
                  preexec_fn: Callable[[], None] | None = None):  # run in the child before exec (serve.manager: die with the parent)
