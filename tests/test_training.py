@@ -158,7 +158,8 @@ def test_pipeline_end_to_end_per_method(method, tmp_path):
     from llm_platform.pipeline import run_pipeline
     lr = {"qlora": 3e-3, "full": 1e-3}[method]
     info = run_pipeline("configs/pipelines/tiny.yaml", [f"runs_dir={tmp_path}", "mlflow.enabled=false",
-                                                        f"train.method={method}", f"train.learning_rate={lr}"],
+                                                        f"train.method={method}", f"train.learning_rate={lr}",
+                                                        "steps=[01_data,02_train,03_evaluate,04_merge]"],
                         run_id=f"{method}-{uuid.uuid4().hex[:6]}", progress=False)
     ev = read_json(tmp_path / info["run_id"] / "03_evaluate" / "metrics.json")["metrics"]
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
