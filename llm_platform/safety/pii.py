@@ -205,7 +205,9 @@ def _phone_recognizer(regions: list[str], possible_score: float = 0.1, shaped_sc
                 window = text[s:e]
                 found = super().analyze(window, entities, nlp_artifacts)
                 cue = _PHONE_CUE.search(text, max(0, s - 40), e) is not None
-                if cue or _PHONE_SHAPE.search(window):                # the possible-number tier
+                shapes = [m for m in _PHONE_SHAPE.finditer(window)    # grouped like a number, not found yet
+                          if not any(r.start < m.end() and m.start() < r.end for r in found)]
+                if (cue and not found) or shapes:                     # the possible-number tier
                     for region in self.supported_regions:
                         for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.POSSIBLE):
                             if (len(_DIGIT.findall(m.raw_string)) < 7       # whole words only: not the tail of an id
@@ -337,9 +339,9 @@ def drop_overlaps(results: list) -> list:
 # %% ../../nbs/50_safety_pii.ipynb #e13a0c02
 # Numbers written the way people write phone numbers: an international number in groups, a North American
 # (NXX) NXX-XXXX / NXX-NXX-XXXX / NXX.NXX.XXXX, or a UK national number in three groups.
-_PHONE_SHAPE = re.compile(r"\+\d{1,3}(?:[ .-]?\(0\))?[ .-]?\(?\d{1,4}\)?(?:[ .-]\d{2,4}){1,4}"
+_PHONE_SHAPE = re.compile(r"(?<![\w.+-])(?:\+\d{1,3}(?:[ .-]?\(0\))?[ .-]?\(?\d{1,4}\)?(?:[ .-]\d{2,4}){1,4}"
                           r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4}"
-                          r"|\(?0\d{2,4}\)?[ .-]\d{3,4}[ .-]\d{3,4}")
+                          r"|\(?0\d{2,4}\)?[ .-]\d{3,4}[ .-]\d{3,4})(?![\w-]|[. ]\d)")   # whole numbers only
 _COUNTRY_CODE_BEFORE = re.compile(r"\+\d{1,3}[ .-]?$")
 
 def phone_shaped(raw: str) -> bool:
