@@ -366,7 +366,7 @@ PLACE_WORDS = frozenset("""beach park parks hill hills heights station street st
     bank health air max mini vault sync""".split())
 # ... and words that start one (Santa Monica, Fort Worth, New Haven)
 PLACE_PREFIXES = frozenset("santa san los las st saint fort mount mt port new north south east west upper lower great "
-                           "little palm long salt cape el la le".split())
+                           "little palm long salt cape el la le northern southern eastern western central greater".split())
 # Words that stand before a name without being part of it, or before a UI element that NER reads as one
 # ("Tell Jackson Fuller", "toggle Dark Theme", "Click Share").
 LEAD_WORDS = frozenset("""tell ask call email mail ping thank thanks hi hello hey dear cc bcc send loop invite remind forward
