@@ -76,9 +76,14 @@ export: setup    ## notebooks -> llm_platform/, then strip notebook noise
 lint: setup      ## ruff on the package, tests and benchmarks
 	$(BIN)/ruff check llm_platform tests bench
 
-lab: setup       ## JupyterLab on the project's kernel (installs the lab extra once)
-	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab
-	$(BIN)/jupyter lab --notebook-dir=.
+# The `lab` extra of pyproject.toml, pinned there (not in the lock: jupyterlab slows `import papermill` 7x).
+LAB_EXTRA = $(shell $(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['lab'])")
+# Jupyter refuses to run as root without --allow-root: root is the usual user in containers.
+LAB_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: setup       ## JupyterLab on the project's kernel (installs the pinned lab extra once; works as root)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q -c $(LOCK) $(LAB_EXTRA) 2>&1 | $(QUIET_PIP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/jupyter lab --notebook-dir=. $(LAB_ROOT) --MultiKernelManager.default_kernel_name=llm-platform $(LAB_ARGS)
 
 bench: setup     ## serving, gateway, training and safety benchmarks (minutes); figures go to docs/benchmarks.md
 	$(BIN)/python bench/serve_bench.py

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .config import ConfigError, ModelConfig, ServingConfig, UIConfig, load_config
-from .core import find_project_root, resolve_path
+from .core import ChildProcesses, find_project_root, parent_death_hook, resolve_path
 from .safety.scan import safety_app
 from .security.audit import audit_app
 from .security.auth import keys_app
@@ -49,11 +49,12 @@ def _fail(e: Exception) -> None:
 
 # %% auto #0
 __all__ = ['app', 'models_app', 'pipeline_app', 'data_app', 'train_app', 'serve_app', 'gateway_app', 'console', 'SetOpt',
-           'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app', 'llamacpp_app', 'evaluate_app',
-           'models_list', 'models_prepare', 'data_validate', 'data_prepare', 'data_synth', 'pipeline_run',
-           'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo', 'gateway_run', 'gateway_check',
-           'serve_swap', 'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'gate_run',
-           'lineage', 'arena_serve', 'arena_stats', 'llamacpp_build', 'llamacpp_export', 'evaluate_run']
+           'DATA_CONFIG', 'VALIDATE_SKIPS', 'registry_app', 'gate_app', 'UriOpt', 'AuditOpt', 'ActorOpt', 'arena_app',
+           'llamacpp_app', 'evaluate_app', 'models_list', 'models_prepare', 'data_validate', 'data_prepare',
+           'data_synth', 'pipeline_run', 'pipeline_show', 'train_run', 'train_tune', 'serve', 'ui', 'demo',
+           'gateway_run', 'gateway_check', 'serve_swap', 'registry_list', 'registry_show', 'registry_promote',
+           'registry_rollback', 'gate_run', 'lineage', 'arena_serve', 'arena_stats', 'llamacpp_build',
+           'llamacpp_export', 'evaluate_run']
 
 # %% ../nbs/91_cli.ipynb #1c1cdcf8
 @models_app.command("list")
@@ -92,33 +93,68 @@ def _print_summary(s: dict, out: Path) -> None:
     Console().print(table)
     console.print(f"rejects: {out / 'rejects.jsonl'}\ndata card: {out / 'data_card.md'}")
 
-@data_app.command("validate")
+def _from_cwd(path: Optional[Path]) -> Optional[Path]:
+    "A path typed on the command line: relative to the current directory, as for any command-line tool."
+    return None if path is None else path.expanduser().absolute()
+
+def _cwd_overrides(overrides: Optional[list[str]]) -> list[str]:
+    "`--set data.path=x.jsonl` names a file like an argument does: from the current directory."
+    out = []
+    for o in overrides or []:
+        key, eq, value = o.partition("=")
+        out.append(f"{key}={_from_cwd(Path(value))}" if eq and key.strip() == "data.path" and value else o)
+    return out
+
+def _tokenizer_of(model: Path):
+    "A tokenizer from a model folder, or from a model preset YAML (configs/models/<name>.yaml), prepared if needed."
+    from transformers import AutoTokenizer
+
+    from llm_platform.models import prepare_model
+    if model.suffix in (".yaml", ".yml"):
+        model = prepare_model(load_config(model, kind=ModelConfig))
+    elif not model.is_dir():
+        raise FileNotFoundError(f"--model {model}: not a model folder or a configs/models/<name>.yaml")
+    return AutoTokenizer.from_pretrained(model)
+
+DATA_CONFIG = Path("configs/pipelines/demo.yaml")       # relative: in the project folder
+VALIDATE_SKIPS = "chat template and length (data.max_length): no tokenizer; pass --model to run them"
+
+@data_app.command("validate", help="Check a data file (parse, shape, schema, roles, duplicates, hooks); every reject "
+                  "names file and line. Without --model, no tokenizer: the chat template and length checks do not run. "
+                  "Relative paths are from the current directory.")
 def data_validate(path: Path = typer.Argument(..., help="a .jsonl/.json/.csv/.parquet file or a saved datasets folder"),
-                  config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML for data.* settings"),
+                  config: Optional[Path] = typer.Option(None, help="pipeline YAML for data.* settings "
+                                                        f"(default: the project's {DATA_CONFIG})"),
                   overrides: Optional[list[str]] = SetOpt,
+                  model: Optional[Path] = typer.Option(None, help="model folder or configs/models/<name>.yaml: also "
+                                                       "check the chat template and length (data.max_length)"),
                   out: Optional[Path] = typer.Option(None, help="output folder (default: runs/data-validate-<id>)")):
-    "Check a data file (schema, roles, duplicates, hooks) without templating; every reject names file and line."
     from llm_platform.data.prepare import prepare_dataset
     try:
-        cfg = load_config(config, [*(overrides or []), f"data.path={path}"]).data
-        out = _data_out(out, "validate")
-        s = prepare_dataset(cfg, None, out)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+        cfg = load_config(_from_cwd(config) or DATA_CONFIG, [*_cwd_overrides(overrides), f"data.path={_from_cwd(path)}"]).data
+        tokenizer = _tokenizer_of(_from_cwd(model)) if model else None
+        out = _data_out(_from_cwd(out), "validate")
+        s = prepare_dataset(cfg, tokenizer, out)
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
         _fail(e)
     _print_summary(s, out)
+    console.print(f"not checked: {VALIDATE_SKIPS}" if model is None else
+                  f"checked with {model}'s tokenizer: chat template, length <= {cfg.max_length} tokens")
 
 @data_app.command("prepare")
-def data_prepare(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
+def data_prepare(config: Optional[Path] = typer.Option(None, help=f"pipeline YAML (default: the project's {DATA_CONFIG})"),
                  overrides: Optional[list[str]] = SetOpt,
                  out: Optional[Path] = typer.Option(None, help="output folder (default: runs/data-prepare-<id>)")):
     "Validate, split and tokenize the configured data with the configured model's chat template."
     from transformers import AutoTokenizer
 
+    from llm_platform.data.ingest import require_file
     from llm_platform.data.prepare import prepare_dataset
     from llm_platform.models import prepare_model
     try:
-        cfg = load_config(config, overrides)
-        out = _data_out(out, "prepare")
+        cfg = load_config(_from_cwd(config) or DATA_CONFIG, _cwd_overrides(overrides))
+        require_file(resolve_path(cfg.data.path))      # before the model is converted (minutes on first use)
+        out = _data_out(_from_cwd(out), "prepare")
         s = prepare_dataset(cfg.data, AutoTokenizer.from_pretrained(prepare_model(cfg.model)), out)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _fail(e)
@@ -285,16 +321,6 @@ def _model_from(model: Optional[str], run: Optional[str]) -> tuple[str, Optional
         return info["model_dir"], run
     return model, None
 
-def _stop_on_sigterm() -> None:
-    "Turn SIGTERM (docker stop, kill, a supervisor) into KeyboardInterrupt so servers are stopped cleanly."
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # started in the background by a shell
-        signal.signal(signal.SIGINT, handler)
-
 @serve_app.callback(invoke_without_command=True)
 def serve(ctx: typer.Context,
           model: Optional[str] = typer.Option(None, help="model folder (or hub id on a GPU host)"),
@@ -306,26 +332,22 @@ def serve(ctx: typer.Context,
     if ctx.invoked_subcommand:
         return
     from llm_platform.serve.llamacpp import make_server
-    try:
-        cfg = load_config(config, [*(overrides or []), *([f"backend={backend}"] if backend else [])], kind=ServingConfig)
-        model_dir, name = _model_from(model, run)
-        if name and not cfg.served_model_name:
-            cfg = cfg.model_copy(update={"served_model_name": name})
-        server = make_server(model_dir, cfg)
-        _stop_on_sigterm()
-        server.start().wait_healthy()
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError, TimeoutError) as e:
-        _fail(e)
-    console.print(Panel.fit(f"OpenAI API: [bold]{server.base_url}[/]  (model name: {server.served_model_name})\n"
-                            f"log: {server.log_path}\nCtrl-C stops it.", title=getattr(server, "kind", "vLLM")))
-    try:
+    with ChildProcesses() as children:          # SIGINT/SIGTERM, once or repeated, and errors: the server is stopped
+        try:
+            cfg = load_config(config, [*(overrides or []), *([f"backend={backend}"] if backend else [])],
+                              kind=ServingConfig)
+            model_dir, name = _model_from(model, run)
+            if name and not cfg.served_model_name:
+                cfg = cfg.model_copy(update={"served_model_name": name})
+            server = children.add(make_server(model_dir, cfg, preexec_fn=parent_death_hook()))
+            server.start().wait_healthy()
+        except (ConfigError, ValueError, FileNotFoundError, RuntimeError, TimeoutError) as e:
+            _fail(e)
+        console.print(Panel.fit(f"OpenAI API: [bold]{server.base_url}[/]  (model name: {server.served_model_name})\n"
+                                f"log: {server.log_path}\nCtrl-C stops it.", title=server.kind))
         while server.proc and server.proc.poll() is None:
             time.sleep(1)
         _fail(RuntimeError(f"the model server exited; last log lines:\n{server.log_tail()}"))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
 
 @app.command()
 def ui(api_base: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-compatible endpoint"),
@@ -345,16 +367,21 @@ def ui(api_base: str = typer.Option("http://127.0.0.1:8000/v1", help="OpenAI-com
 def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="pipeline YAML"),
          run: Optional[str] = typer.Option(None, help="skip training: serve this finished run"),
          overrides: Optional[list[str]] = SetOpt,
-         gateway_config: Path = typer.Option(Path("configs/serving/gateway.yaml"), help="gateway YAML in front of vLLM"),
+         gateway_config: Path = typer.Option(Path("configs/serving/gateway.yaml"), help="gateway YAML in front of the model server"),
          exit_after_start: bool = typer.Option(False, help="stop once both URLs answer (for scripted checks)")):
-    "Pipeline -> vLLM on the merged model -> the gateway in front -> Gradio UI; prints the URLs and a demo key."
+    "Pipeline -> model server (llama.cpp on a CPU host, vLLM on a GPU) -> the gateway in front -> Gradio UI; prints the URLs and a demo key."
+    t0 = time.monotonic()
+    with ChildProcesses() as children:   # one SIGTERM to the group (timeout, systemd, docker stop) stops all three
+        _demo(children, config, run, overrides, gateway_config, exit_after_start, t0)
+    console.print("demo stopped")
+
+def _demo(children: ChildProcesses, config, run, overrides, gateway_config, exit_after_start, t0) -> None:
+    "The demo inside `children`: each server is registered before it starts, so any way out stops it."
     from llm_platform.pipeline import PipelineStepError, find_run, run_pipeline
-    from llm_platform.serve.config import GatewayConfig
     from llm_platform.serve.app import GatewayProcess
+    from llm_platform.serve.config import GatewayConfig
     from llm_platform.serve.llamacpp import make_server
     from llm_platform.ui.chat import launch_chat_ui
-    t0 = time.monotonic()
-    server = gateway = None
     try:
         info = find_run(run) if run else run_pipeline(config, overrides)
         cfg = load_config(info["config_path"], info["overrides"])
@@ -362,37 +389,28 @@ def demo(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), help="
         gw_cfg = load_config(gateway_config, kind=GatewayConfig)
         name = serving.served_model_name
         version = f"{info.get('registered_model', name)}/{info['registered_version']}" if info.get("registered_version") else name
-        server = make_server(info["model_dir"], serving)
+        server = children.add(make_server(info["model_dir"], serving, preexec_fn=parent_death_hook()))
         route = {**next(iter(gw_cfg.models.values())).model_dump(), "target": None,
                  "replicas": [{"url": server.base_url, "version": version, "upstream_model": name}]}
         gw_cfg = GatewayConfig.model_validate({**gw_cfg.model_dump(), "models": {name: route}})
-        _stop_on_sigterm()
         server.start().wait_healthy()
-        gateway = GatewayProcess(gw_cfg).start().wait_healthy()
+        gateway = children.add(GatewayProcess(gw_cfg)).start().wait_healthy()
         from llm_platform.serve.steps import Authenticator
         key, rec = Authenticator(gw_cfg.auth).keys.create("demo", ["chat"], ttl_days=1, tenant="demo")
     except (ConfigError, PipelineStepError, FileNotFoundError, ValueError, RuntimeError, TimeoutError, KeyError) as e:
-        for s in (gateway, server):
-            if s is not None:
-                s.stop()
         _fail(e)
     api = f"{gateway.url}/v1"
-    try:
-        _, ui_url = launch_chat_ui(api, name, cfg.ui, block=False, api_key=key)
-        console.print(Panel.fit(
-            f"run:        {info['run_id']} ({time.monotonic() - t0:.0f} s)\n"
-            f"OpenAI API: [bold]{api}[/]  (model: {name}, version {version}; {getattr(server, 'kind', 'vLLM')} behind it: {server.base_url})\n"
-            f"Demo key:   [bold]{key}[/]  (id {rec.id}, expires in 1 day; `llm-platform keys revoke {rec.id}`)\n"
-            f"Chat UI:    [bold]{ui_url}[/]\nCtrl-C stops all three.", title="llm_platform demo"))
-        print(f"API_URL={api}\nAPI_KEY={key}\nUI_URL={ui_url}", flush=True)
-        while not exit_after_start and server.proc and server.proc.poll() is None and gateway.proc.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        gateway.stop()
-        server.stop()
-        console.print("demo stopped")
+    ui_app, ui_url = launch_chat_ui(api, name, cfg.ui, block=False, api_key=key)
+    children.add(ui_app, stop=ui_app.close)
+    children.watch_signals()             # Gradio in SSR mode installs its own SIGINT/SIGTERM handlers
+    console.print(Panel.fit(
+        f"run:        {info['run_id']} ({time.monotonic() - t0:.0f} s)\n"
+        f"OpenAI API: [bold]{api}[/]  (model: {name}, version {version}; {server.kind} behind it: {server.base_url})\n"
+        f"Demo key:   [bold]{key}[/]  (id {rec.id}, expires in 1 day; `llm-platform keys revoke {rec.id}`)\n"
+        f"Chat UI:    [bold]{ui_url}[/]\nCtrl-C stops all three.", title="llm_platform demo"))
+    print(f"API_URL={api}\nAPI_KEY={key}\nUI_URL={ui_url}", flush=True)
+    while not exit_after_start and server.proc and server.proc.poll() is None and gateway.proc.poll() is None:
+        time.sleep(1)
 
 # %% ../nbs/91_cli.ipynb #6a1c2e5d
 @gateway_app.command("run")

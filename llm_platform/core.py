@@ -14,13 +14,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
-           'mlflow_client', 'mlflow_experiment', 'parent_death_hook']
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -185,3 +186,56 @@ def parent_death_hook(sig: int = 15,  # SIGTERM
         if os.getppid() != parent:      # the parent died before prctl took effect
             os._exit(1)
     return hook
+
+# %% ../nbs/00_core.ipynb #c41d0a02
+class ChildProcesses:
+    "Servers a command started, stopped last-first when the `with` block ends in any way; the first SIGINT/SIGTERM ends it, repeats cannot interrupt the stopping."
+    def __init__(self, signals: tuple[int, ...] = (2, 15)):  # SIGINT, SIGTERM
+        self.signals, self.stopping = signals, False
+        self._children: list[tuple[Any, Callable[[], None]]] = []
+        self._previous: dict[int, Any] = {}
+
+    def add(self, child: Any,                               # anything with a `stop()`: VLLMServer, GatewayProcess, ...
+            stop: Callable[[], None] | None = None,         # how to stop it (default: `child.stop`)
+            ) -> Any:
+        "Register `child` (before starting it); returns it."
+        self._children.append((child, stop or child.stop))
+        return child
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stopping:                  # a repeat (timeout forwards what the group already got): stopping anyway
+            get_logger("core").info("signal %d: already stopping", signum)
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    def watch_signals(self) -> None:
+        "(Re)install the handlers: call again after a library that installs its own (Gradio's SSR server does)."
+        import signal
+        for s in self.signals:
+            previous = signal.signal(s, self._on_signal)
+            self._previous.setdefault(s, previous)
+
+    def stop_all(self) -> None:
+        "Stop every child, last started first; one that fails to stop does not keep the others running."
+        self.stopping = True
+        while self._children:
+            child, stop = self._children.pop()
+            try:
+                stop()
+            except Exception as e:
+                get_logger("core").error("stopping %s failed: %s", type(child).__name__, e)
+
+    def __enter__(self) -> ChildProcesses:
+        self.watch_signals()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import signal
+        try:
+            self.stop_all()
+        finally:
+            for s, h in self._previous.items():
+                signal.signal(s, h)
+        return exc_type is KeyboardInterrupt       # a signal (or Ctrl-C) is how these commands are meant to end
+

@@ -216,3 +216,46 @@ def test_language_detector_on_labelled_short_turns():
     rows = [json.loads(x) for x in open(ROOT / "data/sample/languages.jsonl")]
     right = sum(detect_language(r["text"]) == r["lang"] for r in rows)
     assert len({r["lang"] for r in rows}) >= 10 and right / len(rows) >= 0.95, right
+
+
+def _cli(args, cwd, monkeypatch):
+    "`llm-platform ARGS` in-process from `cwd` (outside the checkout: the project is found through LLM_PLATFORM_HOME)."
+    from typer.testing import CliRunner
+
+    from llm_platform.cli import app
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("LLM_PLATFORM_HOME", str(ROOT))
+    monkeypatch.setenv("COLUMNS", "300")              # rich: no wrapping inside long paths
+    r = CliRunner().invoke(app, args)
+    return r, " ".join(r.output.split())
+
+
+def test_cli_paths_are_from_the_current_directory_and_missing_files_read_alike(tmp_path, monkeypatch):
+    (tmp_path / "in.jsonl").write_text(json.dumps(chat("Where do I find the sync log?")) + "\n{oops\n")
+    r, out = _cli(["data", "validate", "in.jsonl", "--out", "out"], tmp_path, monkeypatch)
+    assert r.exit_code == 0, out
+    reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text())
+    assert (reject["source"], reject["line"]) == (str(tmp_path / "in.jsonl"), 2)
+    for name in ("gone.jsonl", "gone.csv", "gone.parquet"):
+        r, out = _cli(["data", "validate", name, "--out", "out2"], tmp_path, monkeypatch)
+        assert r.exit_code == 1 and f"error: {tmp_path / name}: no such data file" in out, out
+    r, out = _cli(["data", "prepare", "--set", "data.path=gone.jsonl", "--out", "out3"], tmp_path, monkeypatch)
+    assert r.exit_code == 1 and f"{tmp_path / 'gone.jsonl'}: no such data file" in out, out
+
+
+def test_cli_validate_says_which_checks_did_not_run_and_checks_length_with_model(tmp_path, monkeypatch, tokenizer):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(chat("Short question?")) + "\n" + json.dumps(chat("word " * 200)) + "\n")
+    r, out = _cli(["data", "validate", "--help"], tmp_path, monkeypatch)
+    assert "--model" in out and "length checks do not run" in out, out
+    r, out = _cli(["data", "validate", str(src), "--out", "a", "--set", "data.max_length=64"], tmp_path, monkeypatch)
+    assert r.exit_code == 0 and "not checked: chat template and length" in out, out
+    assert (tmp_path / "a" / "rejects.jsonl").read_text() == ""
+    folder = prepare_smollm2_tokenizer()
+    r, out = _cli(["data", "validate", str(src), "--out", "b", "--set", "data.max_length=64", "--model", str(folder)],
+                  tmp_path, monkeypatch)
+    assert r.exit_code == 0 and "not checked" not in out and "length <= 64" in out, out
+    reject = json.loads((tmp_path / "b" / "rejects.jsonl").read_text())
+    assert (reject["line"], reject["check"]) == (2, "too_long") and "max_length=64" in reject["reason"]
+    r, out = _cli(["data", "validate", str(src), "--out", "c", "--model", "no-such-folder"], tmp_path, monkeypatch)
+    assert r.exit_code == 1 and f"{tmp_path / 'no-such-folder'}: not a model folder" in out, out

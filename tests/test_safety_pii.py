@@ -150,3 +150,59 @@ def test_spacy_memory_is_bounded():
         assert [f.entity for f in e.analyze(text)] == ["PERSON"]
         sizes.append(len(nlp_engine.tokenizer.vocab.strings))
     assert max(sizes) < sizes[0] + 3000 + 200 and min(sizes[30:]) < max(sizes)        # it was rebuilt, and still works
+
+
+# Issue 13: classes a run on outside data missed (cases carry a "class"; tests/data/build_pii_set.py writes them).
+ISSUE13 = ("phone_possible_no_cue", "email_private_tld", "name_rare_first", "name_read_as_place")
+
+
+def covered(span, findings) -> bool:
+    "Every non-space character of the gold span lies inside some finding: nothing of the value is left readable."
+    start, end, _ = span
+    return all(any(f.start <= i < f.end for f in findings) for i in range(start, end))
+
+
+@pytest.mark.parametrize("cls", ISSUE13)
+def test_issue13_classes_are_masked_whole(engine, cls):
+    cases = [c for c in CASES if c.get("class") == cls]
+    assert len(cases) >= 20, cls
+    whole = [all(covered(s, engine.analyze(c["text"])) for s in c["spans"]) for c in cases]
+    print(cls, f"{sum(whole)}/{len(cases)} masked whole")
+    assert sum(whole) >= (len(cases) if cls.startswith(("phone", "email")) else 0.95 * len(cases)), cls
+    for c in cases:                             # a name found is a name masked whole: no first name left behind
+        masked = engine.mask(c["text"]).text
+        if masked != c["text"] and c["spans"][0][2] == "PERSON":
+            start, end, _ = c["spans"][0]
+            assert not any(w in masked for w in c["text"][start:end].split()), (c["id"], masked)
+
+
+def test_issue13_targets_on_the_whole_set(ours):
+    "The targets of issue 13: recall >= 0.98, precision >= 0.95, at most 2% of hard negatives flagged."
+    m = ours["masking"]
+    print(m, ours["negatives_flagged"], "/", ours["negatives"])
+    assert m["recall"] >= 0.98 and m["precision"] >= 0.95, m
+    assert ours["negatives_flagged"] <= 0.02 * ours["negatives"], ours["negatives_flagged"]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("Leave it with Kwame Brennan at reception.", ["PERSON"]),             # first name not in the census list
+    ("The invoice was signed by Savannah Pruitt.", ["PERSON"]),            # read as a place by the small model
+    ("Pager duty rotates to oncall@db-primary.internal tonight.", ["EMAIL_ADDRESS"]),
+    ("The form says +1 286 555 7710 for the warehouse.", ["PHONE_NUMBER"]),  # unallocated area code, no phone word
+    ("Use +44 (0)20 6120 4432 for the London desk.", ["PHONE_NUMBER"]),    # unused London range, kept whole
+])
+def test_issue13_unseen_examples(engine, text, want):
+    found = engine.analyze(text)
+    assert [f.entity for f in found] == want, found
+    assert "Kwame" not in engine.mask(text).text and "+44" not in engine.mask(text).text
+
+
+@pytest.mark.parametrize("text", [
+    "Release 3.12.4-rc1 of the SDK shipped on 2026-03-09.",
+    "Order B-4471-2290 and serial number 300-412-5567 are on the invoice.",
+    "The bill was $2,418.50 for the Lincoln Park and Virginia Beach offices.",
+    "Flights from Santa Monica to Hong Kong were cancelled; the Orbit Mail app sent the notice.",
+    "Go to Settings and toggle Dark Theme, then click Share.",
+])
+def test_issue13_hard_negatives_are_not_masked(engine, text):
+    assert engine.analyze(text) == [], engine.analyze(text)

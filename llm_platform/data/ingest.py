@@ -17,8 +17,8 @@ import orjson
 FORMATS = ("jsonl", "json", "csv", "parquet", "hf")
 
 # %% auto #0
-__all__ = ['FORMATS', 'SHAREGPT_ROLES', 'RawRecord', 'detect_format', 'iter_lines', 'parse_line', 'iter_raw', 'ShapeError',
-           'to_messages']
+__all__ = ['FORMATS', 'BOM', 'SHAREGPT_ROLES', 'RawRecord', 'detect_format', 'require_file', 'iter_lines', 'parse_line',
+           'iter_raw', 'ShapeError', 'to_messages']
 
 # %% ../../nbs/11_data_ingest.ipynb #bad64d6e
 @dataclass
@@ -44,12 +44,29 @@ def detect_format(path: Path) -> str:
     return fmt
 
 # %% ../../nbs/11_data_ingest.ipynb #4aa98968
+BOM = b"\xef\xbb\xbf"
+
+def require_file(path: Path) -> Path:
+    "`path` if it exists; else one FileNotFoundError wording for every format."
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such data file")
+    return path
+
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    "Non-blank lines of a JSONL file as undecoded bytes with their 1-based line numbers (parse with `parse_line`)."
-    with open(path, "rb") as f:
+    "Non-blank lines of a JSONL file as undecoded bytes with their 1-based line numbers (parse with `parse_line`); a UTF-8 byte order mark before line 1 is dropped."
+    with open(require_file(path), "rb") as f:
         for n, raw in enumerate(f, 1):
-            if not raw.isspace():             # (no copy, unlike strip)
+            if n == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            if raw and not raw.isspace():     # (no copy, unlike strip)
                 yield n, raw
+
+def _json_error(e: json.JSONDecodeError, text: str) -> str:
+    "json's verdict in our words: a parse that ran off the end of the line says the line looks cut short."
+    where = f"column {e.colno}"
+    if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+        return f"invalid JSON: the line looks truncated, the record ends before its JSON is complete ({where})"
+    return f"invalid JSON: {e.msg.removesuffix(' at')} at {where}"    # json's own messages may end in "at"
 
 def parse_line(source: str, n: int, raw: bytes) -> RawRecord:
     "One JSONL line -> a record, or why it is not one (invalid UTF-8, invalid JSON, not an object)."
@@ -64,7 +81,7 @@ def parse_line(source: str, n: int, raw: bytes) -> RawRecord:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            return RawRecord(source, n, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=text.rstrip("\n"))
+            return RawRecord(source, n, error=_json_error(e, text), raw=text.rstrip("\n"))
     if isinstance(obj, dict):
         return RawRecord(source, n, record=obj)
     return RawRecord(source, n, error=f"expected a JSON object, got {type(obj).__name__}",
@@ -76,7 +93,7 @@ def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
 
 def _iter_json(path: Path) -> Iterator[RawRecord]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         line = getattr(e, "lineno", 1)
         raise ValueError(f"{path}:{line}: not valid UTF-8 JSON ({e}); a JSON file must hold one array of records") from None
@@ -88,11 +105,29 @@ def _iter_json(path: Path) -> Iterator[RawRecord]:
         yield (RawRecord(str(path), n, record=obj) if isinstance(obj, dict)
                else RawRecord(str(path), n, error=f"item {n}: expected an object, got {type(obj).__name__}", raw=str(obj)[:500]))
 
+def _csv_rows(f) -> Iterator[tuple[int, dict]]:
+    "(first line, row) of each non-blank CSV row, as `csv.DictReader` would give it: a quoted cell may span lines, and the row is where it starts."
+    reader = csv.reader(f)
+    header: list[str] = []
+    while not header:
+        header = next(reader, None)
+        if header is None:
+            return
+    end = reader.line_num                     # the line the previous row ended on
+    for cells in reader:
+        start, end = end + 1, reader.line_num
+        if not cells:
+            continue
+        row = dict(zip(header, cells))
+        if len(cells) > len(header):
+            row[None] = cells[len(header):]
+        for k in header[len(cells):]:
+            row[k] = None
+        yield start, row
+
 def _iter_csv(path: Path) -> Iterator[RawRecord]:
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            line = reader.line_num
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        for line, row in _csv_rows(f):
             bad = [k for k, v in row.items() if isinstance(v, str) and any(0xDC80 <= ord(c) <= 0xDCFF for c in v)]
             if bad:
                 yield RawRecord(str(path), line, error=f"invalid UTF-8 in column {bad[0]!r}",
@@ -136,9 +171,7 @@ def iter_raw(path: str | Path,        # a file or a saved datasets folder
              split: str | None = None,  # hf: which split of a DatasetDict (default: train)
              ) -> Iterator[RawRecord]:
     "Stream records with their source and line; unparseable lines come out with an error instead of a record."
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such data file")
+    path = require_file(Path(path))
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"data.format={fmt!r}: expected one of {FORMATS}")

@@ -24,7 +24,7 @@ from ..config import DataConfig
 from ..core import get_logger, resolve_path, sha256_file, write_json
 from .chat import ChatFormatter, TemplateError, token_row
 from .dedup import SortedRuns
-from .ingest import RawRecord, detect_format, iter_lines, iter_raw, parse_line
+from .ingest import RawRecord, detect_format, iter_lines, iter_raw, parse_line, require_file
 from .validate import RecordValidator
 
 log = get_logger("data")
@@ -209,7 +209,7 @@ def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
 
 def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = resolve_path(cfg.path)
+    src = require_file(resolve_path(cfg.path))     # before any output or worker exists
     t0 = time.perf_counter()
     workers = cfg.workers or os.cpu_count() or 1
     if not cfg.workers and src.is_file() and src.stat().st_size < 2 * 2**20:

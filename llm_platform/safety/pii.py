@@ -16,9 +16,10 @@ from pydantic import Field
 from ..config import Strict
 
 # %% auto #0
-__all__ = ['ENTITIES', 'Operator', 'PHONE_CONTEXT', 'PRIORITY', 'PIIConfig', 'Finding', 'name_windows', 'blank_non_names',
-           'census_names', 'phone_windows', 'build_analyzer', 'is_lookalike', 'drop_overlaps', 'Masked', 'PIIEngine',
-           'default_engine', 'find_pii', 'mask_pii']
+__all__ = ['ENTITIES', 'Operator', 'PHONE_CONTEXT', 'PRIORITY', 'PLACE_WORDS', 'PLACE_PREFIXES', 'LEAD_WORDS', 'NAMEISH',
+           'PIIConfig', 'Finding', 'name_windows', 'blank_non_names', 'census_names', 'phone_windows', 'build_analyzer',
+           'is_lookalike', 'drop_overlaps', 'phone_shaped', 'census_first_names', 'place_names', 'reread_names',
+           'Masked', 'PIIEngine', 'default_engine', 'find_pii', 'mask_pii']
 
 # %% ../../nbs/50_safety_pii.ipynb #47bbd5c8
 ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS",
@@ -192,8 +193,8 @@ def phone_windows(text: str, min_digits: int = 6, margin: int = 4) -> list[tuple
                 spans.append([a, b])
     return [(toks[a][0], toks[b][1]) for a, b in spans]
 
-def _phone_recognizer(regions: list[str], possible_score: float = 0.1):
-    "Presidio's PhoneRecognizer run on `phone_windows` only, plus a second tier: numbers of a possible length that fail validation (e.g. the UK's 07700 900xxx range reserved for fiction) at `possible_score`, which only Presidio's context words ('call', 'mobile', ...) lift over the threshold."
+def _phone_recognizer(regions: list[str], possible_score: float = 0.1, shaped_score: float = 0.5):
+    "Presidio's PhoneRecognizer run on `phone_windows` only, plus a second tier: numbers of a possible length that fail validation (the UK's 07700 900xxx range reserved for fiction, unallocated area codes) at `possible_score`, which only Presidio's context words ('call', 'mobile', ...) lift over the threshold, or at `shaped_score` when grouped like a phone number (`phone_shaped`)."
     import phonenumbers
     from presidio_analyzer import EntityRecognizer
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
@@ -203,15 +204,25 @@ def _phone_recognizer(regions: list[str], possible_score: float = 0.1):
             for s, e in phone_windows(text):
                 window = text[s:e]
                 found = super().analyze(window, entities, nlp_artifacts)
-                if not found and _PHONE_CUE.search(text, max(0, s - 40), e):
-                    found = [self._get_recognizer_result(m, window, region, nlp_artifacts) for region in self.supported_regions
-                             for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.POSSIBLE)
-                             if len(_DIGIT.findall(m.raw_string)) >= 7       # whole words only: not the tail of an id
-                             and not (m.start and window[m.start - 1].isalnum())
-                             and not (m.end < len(window) and window[m.end].isalnum())]
-                    for r in found:
-                        r.score = possible_score
+                cue = _PHONE_CUE.search(text, max(0, s - 40), e) is not None
+                shapes = [m for m in _PHONE_SHAPE.finditer(window)    # grouped like a number, not found yet
+                          if not any(r.start < m.end() and m.start() < r.end for r in found)]
+                if (cue and not found) or shapes:                     # the possible-number tier
+                    for region in self.supported_regions:
+                        for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.POSSIBLE):
+                            if (len(_DIGIT.findall(m.raw_string)) < 7       # whole words only: not the tail of an id
+                                    or (m.start and window[m.start - 1].isalnum())
+                                    or (m.end < len(window) and window[m.end].isalnum())
+                                    or any(r.start < m.end and m.start < r.end for r in found)):
+                                continue
+                            shaped = phone_shaped(m.raw_string)
+                            if cue or shaped:
+                                r = self._get_recognizer_result(m, window, region, nlp_artifacts)
+                                r.score = shaped_score if shaped else possible_score
+                                found.append(r)
                 for r in found:
+                    if window.startswith("(0)", r.start) and (cc := _COUNTRY_CODE_BEFORE.search(window, 0, r.start)):
+                        r.start = cc.start()                     # "+44 (0)20 ...": the matcher starts at (0)
                     r.start += s; r.end += s
                 results += found
             return EntityRecognizer.remove_duplicates(results)
@@ -227,7 +238,7 @@ def build_analyzer(cfg: PIIConfig):
                                                           UsSsnRecognizer)
     want = set(cfg.entities)
     mastercard_2series = Pattern("mastercard 2-series", r"\b2(?:2[2-9]\d|[3-6]\d{2}|7[01]\d|720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3)
-    recognizers = [EmailRecognizer(), _phone_recognizer(cfg.phone_regions),
+    recognizers = [EmailRecognizer(), _private_email_recognizer(), _phone_recognizer(cfg.phone_regions),
                    CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, mastercard_2series]),
                    UsSsnRecognizer(), IbanRecognizer(), IpRecognizer(),
                    *_secret_recognizers()]
@@ -246,9 +257,10 @@ def build_analyzer(cfg: PIIConfig):
             doc = self.tokenizer(words)               # (unique numbers would each cost a new spaCy lexeme)
             if model:                                  # NER reads each name window as its own short doc,
                 spans = name_windows(words, cfg.ner_window) if cfg.name_gazetteer else [(0, len(words))]
-                ents = [doc.char_span(s + e.start_char, s + e.end_char, label=e.label_, alignment_mode="expand")
-                        for (s, _), ner in zip(spans, self.nlp[language].pipe([words[s:e] for s, e in spans]))
-                        for e in ner.ents]             # in one batch: the parser steps through them side by side
+                found = [(s + e.start_char, s + e.end_char, e.label_)
+                         for (s, _), ner in zip(spans, self.nlp[language].pipe([words[s:e] for s, e in spans]))
+                         for e in ner.ents]            # in one batch: the parser steps through them side by side
+                ents = [doc.char_span(a, b, label=label, alignment_mode="expand") for a, b, label in reread_names(words, found)]
                 doc.ents = filter_spans([e for e in ents if e is not None])
             return self._doc_to_nlp_artifact(doc, language)
         def is_stopword(self, word, language):
@@ -279,7 +291,7 @@ def build_analyzer(cfg: PIIConfig):
 
 # %% ../../nbs/50_safety_pii.ipynb #7e590b74
 _NOT_PII_BEFORE = re.compile(r"(?:\b(?:version|ver|v|build|release|rev|order|invoice|ticket|ref|reference|id|sku|"
-                             r"tracking|item|no|case|po)\b\.?\s*(?:no\.?|number|#|:)?\s*[#:]?\s*)$", re.I)
+                             r"tracking|item|no|case|po|serial|s/n|sn|part|model|lot|batch)\b\.?\s*(?:no\.?|number|#|:)?\s*[#:]?\s*)$", re.I)
 _DATE = re.compile(r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})$")
 _NUMERIC = {"PHONE_NUMBER", "US_SSN", "IP_ADDRESS"}
 _IBANISH = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4})+ ?$")
@@ -301,6 +313,9 @@ def is_lookalike(text: str, entity: str, start: int, end: int, gazetteer: bool =
         return False
     if _DATE.match(value) or (start and text[start - 1] in "vV#"):
         return True
+    if entity != "IP_ADDRESS" and ((start >= 2 and text[start - 1] in "-/_" and text[start - 2].isalnum()) or
+                                   (end + 1 < len(text) and text[end] in "-/_" and text[end + 1].isalnum())):
+        return True                                   # glued to an id: "A-6956-3046", "ORD-2024-..."
     before = text[max(0, start - 30):start]
     return bool(_NOT_PII_BEFORE.search(before) or (entity == "PHONE_NUMBER" and _IBANISH.search(before)))
 
@@ -320,6 +335,111 @@ def drop_overlaps(results: list) -> list:
         if all(r.end <= k.start or k.end <= r.start for k in kept):
             kept.append(r)
     return sorted(kept, key=lambda r: r.start)
+
+# %% ../../nbs/50_safety_pii.ipynb #e13a0c02
+# Numbers written the way people write phone numbers: an international number in groups, a North American
+# (NXX) NXX-XXXX / NXX-NXX-XXXX / NXX.NXX.XXXX, or a UK national number in three groups.
+_PHONE_SHAPE = re.compile(r"(?<![\w.+-])(?:\+\d{1,3}(?:[ .-]?\(0\))?[ .-]?\(?\d{1,4}\)?(?:[ .-]\d{2,4}){1,4}"
+                          r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4}"
+                          r"|\(?0\d{2,4}\)?[ .-]\d{3,4}[ .-]\d{3,4})(?![\w-]|[. ]\d)")   # whole numbers only
+_COUNTRY_CODE_BEFORE = re.compile(r"\+\d{1,3}[ .-]?$")
+
+def phone_shaped(raw: str) -> bool:
+    "Whether `raw` is grouped like a phone number (so a possible but unallocated number counts without a phone word)."
+    return _PHONE_SHAPE.fullmatch(raw.strip()) is not None
+
+def _private_email_recognizer(score: float = 0.8):
+    "E-mail on private top-level domains (RFC 6762 `.local`, RFC 8375 `.home.arpa`, ICANN's `.internal`, and the usual `.corp`, `.lan`, ...), which Presidio's recognizer drops: they are not public suffixes."
+    from presidio_analyzer import Pattern, PatternRecognizer
+    tlds = "internal|local|localdomain|corp|lan|home\\.arpa|home|intranet|private|test"
+    rx = rf"\b[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9-]+\.)+(?:{tlds})(?![\w-]|\.\w)"
+    return PatternRecognizer(supported_entity="EMAIL_ADDRESS", name="PrivateEmailRecognizer",
+                             patterns=[Pattern("email_private_tld", rx, score)])
+
+# Words that end a "name" that is no person: the second word of a place (Virginia Beach, Lincoln Park, Victoria
+# Station) or of a product (Orbit Mail, Acme Drive) ...
+PLACE_WORDS = frozenset("""beach park parks hill hills heights station street st avenue ave road rd square city town falls
+    springs valley lake lakes river bay harbor harbour island islands airport center centre college university tech
+    county bridge creek grove gardens hole cross wharf point port village junction terminal mall plaza arbor haven
+    ridge woods forest mountain mountains canyon shores coast court
+    mail drive notes cloud app apps pay box hub lab labs studio suite pro plus desk docs sheets maps music store
+    bank health air max mini vault sync""".split())
+# ... and words that start one (Santa Monica, Fort Worth, New Haven)
+PLACE_PREFIXES = frozenset("santa san los las st saint fort mount mt port new north south east west upper lower great "
+                           "little palm long salt cape el la le northern southern eastern western central greater".split())
+# Words that stand before a name without being part of it, or before a UI element that NER reads as one
+# ("Tell Jackson Fuller", "toggle Dark Theme", "Click Share").
+LEAD_WORDS = frozenset("""tell ask call email mail ping thank thanks hi hello hey dear cc bcc send loop invite remind forward
+    meet welcome please contact message text ring notify congrats sorry ok okay yes no sure great cheers
+    click tap toggle choose select enable disable press pick open restart go use try add share""".split())
+_UI_VERBS = frozenset("click tap toggle choose select enable disable press pick open".split())
+_PERSON_VERBS = frozenset("ask tell ping cc thank thanks remind invite dear hi hello hey".split())   # "Ask Kenji"
+_WORD = re.compile(r"[A-Z][a-z]+(?:['-][A-Z]?[a-z]+)*")
+
+@functools.cache
+def census_first_names() -> frozenset[str]:
+    "Lower-cased US census first names only (a subset of `census_names`)."
+    import importlib.util
+    from pathlib import Path
+    folder = Path(importlib.util.find_spec("names").origin).parent
+    return frozenset(line.split(None, 1)[0].lower() for f in ("dist.male.first", "dist.female.first")
+                     for line in (folder / f).read_text().splitlines() if line.strip())
+
+@functools.cache
+def place_names() -> frozenset[str]:
+    "Lower-cased names of countries and their subdivisions (pycountry: Hong Kong, North Carolina, Texas)."
+    import pycountry
+    return frozenset({c.name.lower() for c in pycountry.countries}
+                     | {c.common_name.lower() for c in pycountry.countries if hasattr(c, "common_name")}
+                     | {s.name.lower() for s in pycountry.subdivisions})
+
+def _can_start_name(word: str) -> bool:
+    "A capitalised word that may be a first name: not a stop word, lead word, weekday, month or place prefix."
+    low = word.lower()
+    return (_WORD.fullmatch(word) is not None and not _stopword(word) and low not in LEAD_WORDS
+            and low not in _CALENDAR and low not in PLACE_PREFIXES)
+
+def _full_name(first: str, last: str) -> bool:
+    "`first last` reads as a person: a capitalised word that may start a name, then a census surname that is no place or product word, the pair no country or region."
+    low = last.lower()
+    return (_can_start_name(first) and _WORD.fullmatch(last) is not None and low in census_names()
+            and low not in PLACE_WORDS and f"{first} {last}".lower() not in place_names())
+
+NAMEISH = ("PERSON", "ORG", "GPE", "NORP", "LOC", "FAC")
+
+def reread_names(text: str,                          # the text NER read
+                 ents: list[tuple[int, int, str]],   # NER's (start, end, label)
+                 ) -> list[tuple[int, int, str]]:
+    "NER's entities with person names put right: lead words trimmed off, a first name NER left out taken in, a full name NER called a place or organisation relabelled PERSON, a place or UI element called a person dropped."
+    out = []
+    for start, end, label in ents:
+        if label not in NAMEISH:
+            out.append((start, end, label)); continue
+        words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+        while len(words) > 1 and text[words[0][0]:words[0][1]].lower() in LEAD_WORDS:
+            words = words[1:]                                        # "Tell Jackson Fuller" -> "Jackson Fuller"
+        start = words[0][0]
+        before = re.search(r"(\S+) $", text[max(0, start - 40):start])
+        prev = before.group(1) if before else ""
+        if prev.lower().strip(",;:") in _UI_VERBS:                   # "toggle Dark Theme", "click Share"
+            continue
+        after = re.match(r" ([A-Z][\w'-]*)", text[end:end + 40])
+        if len(words) == 1 and prev and _full_name(prev, text[start:end]):
+            start -= len(prev) + 1                                   # "Temitope Lindgren": NER had the surname only
+            words = [(start, start + len(prev))] + words
+        elif len(words) == 1 and after and _full_name(text[start:end], after.group(1)):
+            end += len(after.group(0))                               # "Camden Warren": NER had "Camden" (GPE)
+            words.append((end - len(after.group(1)), end))
+        parts = [text[s:e].rstrip(".,;:!?") for s, e in words]
+        if (parts[-1].lower() in PLACE_WORDS or parts[0].lower() in PLACE_PREFIXES
+                or (len(parts) > 1 and " ".join(parts).lower() in place_names())):
+            continue                                                 # "Victoria Station", "Santa Monica", "Hong Kong"
+        person_verb = prev.lower().strip(",") in _PERSON_VERBS and len(parts) == 1 and _can_start_name(parts[0])
+        if label != "PERSON" and not (len(parts) == 2 and _full_name(*parts)) and not person_verb:
+            out.append((start, end, label)); continue
+        out.append((start, end, "PERSON"))
+    return out
+
 
 # %% ../../nbs/50_safety_pii.ipynb #a67cfb9f
 @dataclass

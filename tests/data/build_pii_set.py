@@ -1,7 +1,9 @@
 """Build tests/data/pii_labelled.jsonl: chat-like texts with gold PII spans, and hard negatives.
 
 Run: python tests/data/build_pii_set.py  (deterministic; the JSONL is committed, this documents how it was made).
-Each line: {"id", "kind": "positive"|"negative"|"mixed", "text", "spans": [[start, end, ENTITY], ...]}.
+Each line: {"id", "kind": "positive"|"negative"|"mixed", "text", "spans": [[start, end, ENTITY], ...]}; the cases
+added for issue 13 also carry a "class" (phone_possible_no_cue, email_private_tld, name_rare_first,
+name_read_as_place, hard_negative_13).
 Values are synthetic: cards pass Luhn, IBANs pass mod-97, SSNs avoid invalid ranges, phone numbers use
 real numbering plans (US/UK fictional ranges where they exist). Negatives are things that look like PII.
 """
@@ -201,6 +203,87 @@ UI_NEGATIVES = [
 SINGLE_NAMES = ["Thanks, {v}!", "Ask {v} about the refund.", "Hi {v}, the fix is live.", "{v} from support called me."]
 
 
+# Issue 13: classes a first outside run missed, written afresh (a second random stream, so the cases above stay
+# byte-identical). Phone numbers that libphonenumber calls possible but not valid, with no phone word near them;
+# e-mail on private top-level domains; full names whose first name the census list lacks; full names the small
+# spaCy model reads as a place or organisation; and hard negatives around them.
+R13 = random.Random(13)
+UNASSIGNED_US = [230, 241, 247, 255, 258, 264, 275, 286, 293, 322, 328, 335, 348, 359, 362, 366]   # possible, not valid
+UNUSED_LONDON = ["5", "6", "9"]                                       # 020 5xxx / 6xxx / 9xxx: not allocated
+NO_CUE_PHONE = ["The courier has {v} on file.", "Her details for the delivery note: {v}.",
+                "If the parcel is late, try {v} before noon.", "Put {v} on the booking form, not mine.",
+                "Contact for the site visit: {v}", "{v} is the one in the CRM for that customer.",
+                "The landlord left {v} on the fridge.", "Evenings only: {v}."]
+PRIVATE_HOSTS = ["build01.internal", "printer.local", "hq.corp", "nas.lan", "router.home.arpa", "wiki.eng.internal",
+                 "git.ops.corp", "files.home.lan", "mail.office.local", "ci.infra.internal"]
+PRIVATE_EMAIL = ["Send the crash logs to {v} when it fails again.", "The nightly alert goes to {v}.",
+                 "Add {v} to the allow list for the VPN.", "Reply to {v}, that inbox is watched."]
+RARE_FIRST = ["Oluwaseun", "Siddharth", "Thandiwe", "Nkechi", "Ruairi", "Yevgenia", "Kwabena", "Saoirse", "Tadhg",
+              "Leocadia", "Chiamaka", "Dragomir", "Zaneta", "Aoife", "Temitope", "Radomir", "Eirlys", "Folasade"]
+CENSUS_LAST = ["Castillo", "Whitfield", "Navarro", "Fischer", "Harper", "Lindgren", "Okafor", "Moreno", "Brennan",
+               "Sutton", "Vaughn", "Keller"]
+PLACE_FIRST = ["Dallas", "Georgia", "Virginia", "Sierra", "Carolina", "Houston", "Savannah", "Austin", "Denver",
+               "Florence", "Sydney", "Madison", "Brooklyn", "Camden", "Aurora", "Chelsea", "Paris", "Kendall"]
+PLAIN_LAST = ["Holt", "Fleming", "Lowe", "Fuller", "Marsh", "Bishop", "Reed", "Hayes", "Warren", "Garrett", "Pruitt",
+              "Dunn"]
+PLAIN_NAME = ["Send the report to {v} before Friday.", "The keys are with {v} at the front desk.",
+              "Loop {v} in on the contract review.", "We are still waiting on {v} for the figures.",
+              "The refund was approved by {v} this morning.", "I had a call with {v} about the outage.",
+              "Could {v} sign the delivery note?", "Our account manager is {v} now."]
+NEGATIVES_13 = [
+    lambda: f"Release {R13.randint(1, 9)}.{R13.randint(0, 20)}.{R13.randint(0, 9)}-rc{R13.randint(1, 4)} ships on Thursday.",
+    lambda: f"Bumped the SDK from {R13.randint(1, 4)}.{R13.randint(0, 9)}.{R13.randint(0, 30)} to {R13.randint(5, 9)}.{R13.randint(0, 9)}.{R13.randint(0, 30)} without issues.",
+    lambda: f"Order A-{R13.randint(1000, 9999)}-{R13.randint(1000, 9999)} left the depot this morning.",
+    lambda: f"Your order no. {R13.randint(100, 999)}-{R13.randint(1000000, 9999999)} will arrive in two parts.",
+    lambda: f"The lease ends on {R13.randint(2025, 2029)}-{R13.randint(1, 12):02d}-{R13.randint(1, 28):02d}, not before.",
+    lambda: f"Payment is due by {R13.randint(1, 28):02d}/{R13.randint(1, 12):02d}/{R13.randint(2025, 2029)} at the latest.",
+    lambda: f"The quote came to ${R13.randint(1, 99)},{R13.randint(100, 999)}.{R13.randint(10, 99)} with shipping.",
+    lambda: f"It costs £{R13.randint(1, 9)},{R13.randint(100, 999)} a month, or €{R13.randint(10, 99)}.{R13.randint(10, 99)} a day.",
+    lambda: f"We moved the office to {R13.choice(['Virginia Beach', 'Santa Monica', 'Fort Worth', 'Ann Arbor', 'Long Beach', 'Salt Lake City'])} last year.",
+    lambda: f"Flights from {R13.choice(['Santa Clara', 'San Jose', 'Kansas City', 'New Haven', 'Palm Springs', 'Cape Town'])} were delayed again.",
+    lambda: f"The {R13.choice(['Lincoln Park', 'Notting Hill', 'Camden Town', 'Beverly Hills', 'Jackson Heights', 'Hyde Park'])} branch closes early on Sundays.",
+    lambda: f"Our team offsite is in {R13.choice(['Austin, Texas', 'Paris, France', 'Charlotte, North Carolina', 'Florence, Italy', 'Sydney, Australia', 'Denver, Colorado'])} this year.",
+    lambda: f"The shipment cleared customs in {R13.choice(['Rotterdam', 'Hong Kong', 'Tel Aviv', 'Jackson Hole', 'Mount Vernon', 'Victoria Station'])} on time.",
+    lambda: f"Room {R13.randint(100, 999)} on floor {R13.randint(2, 30)} is booked from {R13.randint(8, 11)}:00 to {R13.randint(12, 17)}:30.",
+    lambda: f"Batch {R13.randint(10000, 99999)} failed QA; lot {R13.randint(1000, 9999)} passed.",
+    lambda: f"Tracking ref {R13.choice(['JD', 'RR', 'LX'])}{R13.randint(100000000, 999999999)}GB is still in transit.",
+    lambda: f"The serial number {R13.randint(200, 999)}-{R13.randint(200, 999)}-{R13.randint(1000, 9999)} is on the back of the unit.",
+]
+
+
+def place13(template, value, entity, cls):
+    start = template.index("{v}")
+    return {"text": template.replace("{v}", value), "spans": [[start, start + len(value), entity]], "class": cls}
+
+
+def issue13_cases():
+    cases = []
+    for i in range(32):                                    # possible-but-not-valid numbers, no phone word
+        if i % 2 == 0:
+            a, x, y = R13.choice(UNASSIGNED_US), R13.randint(200, 999), R13.randint(1000, 9999)
+            v = R13.choice([f"({a}) {x}-{y}", f"{a}-{x}-{y}", f"+1 {a} {x} {y}", f"{a}.{x}.{y}", f"+1-{a}-{x}-{y}"])
+        else:
+            d, x, y = R13.choice(UNUSED_LONDON), R13.randint(100, 999), R13.randint(1000, 9999)
+            v = R13.choice([f"+44 20 {d}{x} {y}", f"020 {d}{x} {y}", f"(020) {d}{x} {y}", f"+44 (0)20 {d}{x} {y}"])
+        cases.append({"kind": "positive", **place13(NO_CUE_PHONE[i % len(NO_CUE_PHONE)], v, "PHONE_NUMBER", "phone_possible_no_cue")})
+    for i in range(20):                                    # private top-level domains
+        user = R13.choice([f"{R13.choice(FIRST).lower()}.{R13.choice(LAST).lower()}", R13.choice(["ops", "oncall", "backup-admin", "svc_ci"]),
+                           f"{R13.choice(FIRST)[0].lower()}{R13.choice(LAST).lower()}"])
+        cases.append({"kind": "positive", **place13(PRIVATE_EMAIL[i % len(PRIVATE_EMAIL)],
+                                                    f"{user}@{PRIVATE_HOSTS[i % len(PRIVATE_HOSTS)]}", "EMAIL_ADDRESS",
+                                                    "email_private_tld")})
+    for i in range(24):                                    # first name missing from the census list
+        v = f"{RARE_FIRST[i % len(RARE_FIRST)]} {R13.choice(CENSUS_LAST)}"
+        cases.append({"kind": "positive", **place13(PLAIN_NAME[i % len(PLAIN_NAME)], v, "PERSON", "name_rare_first")})
+    for i in range(24):                                    # names the small model reads as a place or an organisation
+        v = f"{PLACE_FIRST[i % len(PLACE_FIRST)]} {R13.choice(PLAIN_LAST)}"
+        cases.append({"kind": "positive", **place13(PLAIN_NAME[(i + 3) % len(PLAIN_NAME)], v, "PERSON", "name_read_as_place")})
+    for i in range(102):
+        cases.append({"kind": "negative", "text": NEGATIVES_13[i % len(NEGATIVES_13)](), "spans": [],
+                      "class": "hard_negative_13"})
+    return cases
+
+
 def place(template, entity):
     value = VALUES[entity]()
     start = template.index("{v}")
@@ -232,6 +315,7 @@ def main():
             text = f"{text} {t}" if text else t
             spans += [[s + off, e + off, ent] for s, e, ent in sp]
         cases.append({"kind": "mixed", "text": text, "spans": spans})
+    cases += issue13_cases()
     with OUT.open("w") as f:
         for i, c in enumerate(cases):
             f.write(json.dumps({"id": i, **c}) + "\n")
