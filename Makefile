@@ -20,7 +20,7 @@ help:            ## list the targets
 
 setup: $(VENV)/.setup-$(STACK) llamacpp   ## make .venv with the pinned stack and build llama.cpp (idempotent: seconds when done)
 
-llamacpp: $(VENV)/.setup-$(STACK)   ## build llama.cpp's server and tools from source once (15-30 min on 2 cores; cached per user)
+llamacpp: $(VENV)/.setup-$(STACK)   ## build llama.cpp's server and tools from source once (9-15 min on 2 cores; cached per user)
 	@command -v cmake >/dev/null && command -v g++ >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null) \
 	  || { echo "install first: sudo apt-get install cmake g++"; exit 1; }; }
 	$(BIN)/llm-platform llamacpp build

@@ -102,11 +102,11 @@ def main():
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     from llm_platform.evaluation.quality import read_golden
-    from llm_platform.optimize.gguf import export_gguf, gguf_perplexity, heldout_text, served_golden
+    from llm_platform.optimize.gguf import export_gguf, gguf_perplexity, heldout_text
     from llm_platform.serve.app import GatewayProcess
     from llm_platform.serve.check import gateway_for
     from llm_platform.serve.config import GatewayConfig
-    from llm_platform.serve.llamacpp import LlamaCppServer
+    from llm_platform.serve.llamacpp import LlamaCppServer, served_golden
     model_dir = Path(args.model) if args.model else prepare_model(load_config("configs/models/smollm2_135m.yaml"))
     out = resolve_path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -642,8 +642,8 @@ app.add_typer(llamacpp_app, name="llamacpp")
 @llamacpp_app.command("build")
 def llamacpp_build(force: bool = typer.Option(False, help="rebuild even if the tools are there"),
                    jobs: Optional[int] = typer.Option(None, help="parallel compile jobs (default: the cores)")):
-    "Build llama-server, llama-quantize and llama-perplexity from the pinned sources (once; 15-30 min on 2 cores)."
-    from llm_platform.serve.llamacpp import build_llamacpp
+    "Build llama-server, llama-quantize and llama-perplexity from the pinned sources (once; 9-15 min on 2 cores)."
+    from llm_platform.llamacpp import build_llamacpp
     try:
         console.print(f"llama.cpp tools: {build_llamacpp(force=force, jobs=jobs)}")
     except (RuntimeError, OSError) as e:

@@ -18,8 +18,9 @@ from transformers import AutoTokenizer
 from llm_platform.config import ServingConfig
 from llm_platform.core import read_json
 from llm_platform.data.chat import render_chat
+from llm_platform.llamacpp import llamacpp_available
 from llm_platform.optimize.gguf import export_gguf, sha256_file
-from llm_platform.serve.llamacpp import LlamaCppServer, llamacpp_available, resolve_backend
+from llm_platform.serve.llamacpp import LlamaCppServer, resolve_backend
 
 MESSAGES = [{"role": "user", "content": "Does Nimbus Notes work offline?"}]
 ROOT = Path(__file__).resolve().parents[1]
