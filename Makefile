@@ -39,7 +39,7 @@ endif
 	$(BIN)/python -c "import torch, transformers, trl, peft, vllm, papermill, gradio, llm_platform; print('[setup] ok: torch', torch.__version__, '| vllm', vllm.__version__)"
 	rm -f $(VENV)/.setup-*; touch $@
 
-demo: setup      ## convert SmolLM2, run the pipeline, serve with vLLM + Gradio, print both URLs
+demo: setup      ## convert SmolLM2, run the pipeline, serve it (llama.cpp on a CPU host, vLLM on a GPU) behind the gateway + Gradio, print the URLs
 	$(BIN)/llm-platform demo --config $(CONFIG)
 
 pipeline: setup  ## run the papermill pipeline only (CONFIG=configs/pipelines/demo.yaml)
