@@ -179,7 +179,7 @@ def data_synth(config: Path = typer.Option(Path("configs/pipelines/demo.yaml"), 
 
             from openai import OpenAI
 
-            from llm_platform.ui.chat import resolve_model_name
+            from llm_platform.core import resolve_model_name
             client = OpenAI(base_url=api_base, api_key=os.environ.get("LLM_PLATFORM_API_KEY") or "none")
             model = resolve_model_name(client, model)
         out = _data_out(out, "synth")

@@ -134,7 +134,7 @@ class DistributedSpec(Strict):
     num_processes: int = Field(1, gt=0)              # per node; 1: train in-process
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with CUDA, else gloo
     strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"  # fsdp/deepspeed: GPU clusters, via an accelerate config
-    accelerate_config: str | None = None             # fsdp/deepspeed: configs/training/accelerate/*.yaml
+    accelerate_config: str | None = None             # fsdp/deepspeed: deploy/accelerate/*.yaml
     nnodes: int = Field(1, gt=0)
     node_rank: int = Field(0, ge=0)
     master_addr: str = "127.0.0.1"

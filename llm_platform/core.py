@@ -21,7 +21,7 @@ from typing import Any
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
-           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses']
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'resolve_model_name']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -238,4 +238,16 @@ class ChildProcesses:
             for s, h in self._previous.items():
                 signal.signal(s, h)
         return exc_type is KeyboardInterrupt       # a signal (or Ctrl-C) is how these commands are meant to end
+
+
+# %% ../nbs/00_core.ipynb #4c252645
+def resolve_model_name(client,                  # an `openai.OpenAI` client on an OpenAI-compatible endpoint
+                       model: str | None) -> str:
+    "The served model: `model` if given, else the endpoint's first (and usually only) model."
+    if model:
+        return model
+    models = client.models.list().data
+    if not models:
+        raise RuntimeError("the endpoint serves no model; pass --model")
+    return models[0].id
 

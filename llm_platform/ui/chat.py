@@ -9,9 +9,10 @@ import os
 from collections.abc import Iterator
 
 from ..config import UIConfig
+from ..core import resolve_model_name
 
 # %% auto #0
-__all__ = ['to_openai_messages', 'resolve_model_name', 'build_chat_app', 'launch_chat_ui']
+__all__ = ['to_openai_messages', 'build_chat_app', 'launch_chat_ui']
 
 # %% ../../nbs/70_ui_chat.ipynb #446fe8b7
 def to_openai_messages(message: str, history: list[dict], system_prompt: str | None = None) -> list[dict]:
@@ -29,15 +30,6 @@ def to_openai_messages(message: str, history: list[dict], system_prompt: str | N
     return msgs + [{"role": "user", "content": message}]
 
 # %% ../../nbs/70_ui_chat.ipynb #450451c5
-def resolve_model_name(client, model: str | None) -> str:
-    "The served model: `model` if given, else the endpoint's first (and usually only) model."
-    if model:
-        return model
-    models = client.models.list().data
-    if not models:
-        raise RuntimeError("the endpoint serves no model; pass --model")
-    return models[0].id
-
 def build_chat_app(api_base: str,                 # e.g. http://127.0.0.1:8000/v1
                    model: str | None = None,      # served model name; default: ask the endpoint
                    cfg: UIConfig | None = None,
