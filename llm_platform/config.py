@@ -320,9 +320,8 @@ def config_kind(path: str | Path) -> type[Strict] | None:
     path = Path(path)
     kind = CONFIG_FILE_KINDS.get(path.name) or CONFIG_KINDS.get(path.parent.name)
     if isinstance(kind, str):
-        import importlib
-        module, _, name = kind.partition(":")
-        kind = getattr(importlib.import_module(module), name)
+        import pkgutil
+        kind = pkgutil.resolve_name(kind)
     return kind
 
 # %% ../nbs/01_config.ipynb #3b76e0dd

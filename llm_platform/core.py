@@ -9,19 +9,21 @@ import hashlib
 import json
 import logging
 import os
+import pkgutil
 import random
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
-           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'resolve_model_name']
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'resolve_model_name',
+           'iter_jsonl', 'import_object']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -250,4 +252,33 @@ def resolve_model_name(client,                  # an `openai.OpenAI` client on a
     if not models:
         raise RuntimeError("the endpoint serves no model; pass --model")
     return models[0].id
+
+
+# %% ../nbs/00_core.ipynb #211746f6
+def iter_jsonl(path: str | Path,                # a JSONL file
+               expected: str = "a JSON object",  # said in the error for a line that is not one
+               ) -> Iterator[tuple[int, dict]]:
+    "(line number, object) for each non-blank line; a bad line raises ValueError naming `file:line`."
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno}); expected {expected}") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{n}: expected {expected}, got a JSON {type(obj).__name__}")
+            yield n, obj
+
+def import_object(spec: str,            # "package.module:name"
+                  what: str = "object",  # said in errors: "hook", "classifier", ...
+                  ):
+    "The object `spec` names (`pkgutil.resolve_name`); a malformed or unimportable spec says which and why."
+    if ":" not in spec:
+        raise ValueError(f"{what} {spec!r}: expected 'module:function'")
+    try:
+        return pkgutil.resolve_name(spec)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"{what} {spec!r} cannot be loaded: {e}") from None
 

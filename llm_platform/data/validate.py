@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import re
 import unicodedata
@@ -17,6 +16,7 @@ import numpy as np
 import xxhash
 
 from ..config import DataConfig
+from ..core import import_object
 from .chat import check_messages
 from .dedup import ExactIndex, NearDuplicateIndex, Places
 from .ingest import RawRecord, ShapeError, to_messages
@@ -29,13 +29,7 @@ def load_hook(spec: str | None) -> Callable | None:
     "Import `module:function`; None passes through."
     if not spec:
         return None
-    module, _, name = spec.partition(":")
-    if not name:
-        raise ValueError(f"hook {spec!r}: expected 'module:function'")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"hook {spec!r} cannot be loaded: {e}") from None
+    return import_object(spec, "hook")
 
 def email_pii_hook(text: str) -> list[str]:
     "A minimal example hook (e-mail addresses only), for tests and as a template; not a PII detector."

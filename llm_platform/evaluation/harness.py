@@ -18,7 +18,7 @@ from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompleti
 from pydantic import BaseModel, Field
 
 from ..config import Strict
-from ..core import get_logger, resolve_path, set_torch_threads, write_json
+from ..core import get_logger, iter_jsonl, resolve_path, set_torch_threads, write_json
 from .suites import BLOCKED, load_guardrails, parity_scores, score_safety, template_tokens
 
 log = get_logger("evaluation")
@@ -110,12 +110,11 @@ class EvaluationResults(BaseModel):
 def read_items(path: str | Path) -> list[dict]:
     "Rows of an `items.jsonl`, each validated; a bad line is an error naming it."
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(ItemRow.model_validate_json(line).model_dump())
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: not an item row ({e})") from None
+    for n, obj in iter_jsonl(path, "an item row"):
+        try:
+            rows.append(ItemRow.model_validate(obj).model_dump())
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: not an item row ({e})") from None
     return rows
 
 def pair_items(a: list[dict], b: list[dict]) -> dict[tuple[str, str, str], tuple[float, float]]:

@@ -5,10 +5,10 @@
 # %% ../../nbs/30_evaluation_quality.ipynb #4b55d27a
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from ..core import iter_jsonl
 from ..data.chat import render_chat
 
 # %% auto #0
@@ -45,13 +45,7 @@ def heldout_loss(model,                 # a causal LM (transformers or peft)
 def read_golden(path: str | Path) -> list[dict]:
     "Golden prompts: JSONL lines `{\"id\", \"prompt\", \"expected\"}`; a bad line is an error naming it."
     out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            g = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+    for n, g in iter_jsonl(path, "a golden prompt {id, prompt, expected}"):
         missing = {"prompt", "expected"} - set(g)
         if missing:
             raise ValueError(f"{path}:{n}: missing {sorted(missing)}; expected keys id, prompt, expected")

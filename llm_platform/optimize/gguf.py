@@ -5,7 +5,6 @@
 # %% ../../nbs/40_optimize_gguf.ipynb #a0898d28
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -14,14 +13,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..core import get_logger
+from ..core import get_logger, iter_jsonl, sha256_file
 from ..llamacpp import find_tool, llamacpp_home, run_logged
 
 log = get_logger("optimize")
 
 # %% auto #0
-__all__ = ['log', 'QUANTS', 'PPL_LINE', 'sha256_file', 'export_gguf', 'export_lora_gguf', 'gguf_metadata', 'gguf_perplexity',
-           'heldout_text']
+__all__ = ['log', 'QUANTS', 'PPL_LINE', 'export_gguf', 'export_lora_gguf', 'gguf_metadata', 'gguf_perplexity', 'heldout_text']
 
 # %% ../../nbs/40_optimize_gguf.ipynb #fcc227c0
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m")
@@ -32,14 +30,6 @@ def _converter_env() -> dict[str, str]:
         raise FileNotFoundError(f"llama.cpp's converter is not at {src}: run `make setup` or `llm-platform llamacpp build`")
     return {"PYTHONPATH": os.pathsep.join(p for p in [str(src / "gguf-py"), os.environ.get("PYTHONPATH", "")] if p),
             "HF_HUB_OFFLINE": "1"}
-
-def sha256_file(path: str | Path) -> str:
-    "SHA-256 of a file, read in 1 MiB blocks."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 def _record(path: Path, quant: str, t0: float) -> dict:
     return {"quant": quant, "path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path),
@@ -123,13 +113,10 @@ def gguf_perplexity(gguf: str | Path, text_file: str | Path, ctx: int = 128, thr
 
 def heldout_text(path: str | Path, out: str | Path) -> Path:
     "The `text` fields of a held-out JSONL (the harness's `data/eval/heldout.jsonl`) as one text file."
-    import json
     texts = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
-        if line.strip():
-            try:
-                texts.append(json.loads(line)["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: expected a JSON object with a `text` field ({e})") from None
+    for n, obj in iter_jsonl(path, "a JSON object with a `text` field"):
+        if not isinstance(obj.get("text"), str):
+            raise ValueError(f"{path}:{n}: expected a JSON object with a `text` field (a string)")
+        texts.append(obj["text"])
     Path(out).write_text("\n\n".join(texts) + "\n")
     return Path(out)

@@ -5,7 +5,6 @@
 # %% ../../nbs/51_safety_content.ipynb #325267ad
 from __future__ import annotations
 
-import importlib
 import re
 import unicodedata
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..config import Strict
+from ..core import import_object
 
 # %% auto #0
 __all__ = ['Action', 'SEVERITY', 'INJECTION_PATTERNS', 'CategoryConfig', 'ContentConfig', 'normalize', 'variants', 'ContentFlag',
@@ -124,10 +124,7 @@ def _term_regex(terms: list[str]) -> re.Pattern | None:
     return re.compile(r"(?<![^\W_])(?:" + "|".join(sorted(words, key=len, reverse=True)) + r")(?![^\W_])") if words else None
 
 def _import(spec: str) -> Callable:
-    module, _, name = spec.partition(":")
-    if not name:
-        raise ValueError(f"classifier {spec!r}: expected 'module:function'")
-    return getattr(importlib.import_module(module), name)
+    return import_object(spec, "classifier")
 
 class ContentFilter:
     "Check text against the configured categories, injection heuristics and classifier."

@@ -5,10 +5,11 @@
 # %% ../../nbs/53_safety_eval.ipynb #4a30cd5e
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+
+from ..core import iter_jsonl
 
 Span = tuple[int, int, str]
 
@@ -19,12 +20,11 @@ __all__ = ['Span', 'load_cases', 'score_spans', 'presidio_default_analyzer', 'sp
 def load_cases(path: str | Path) -> list[dict]:
     "Labelled cases, one JSON per line: {text, spans: [[start, end, ENTITY], ...]}."
     cases = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, c in iter_jsonl(path, "a labelled case {text, spans}"):
         try:
-            c = json.loads(line)
             c["spans"] = [tuple(s) for s in c["spans"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: expected {{text, spans}} JSON ({e})") from None
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: expected {{text, spans}} JSON ({e!r})") from None
         cases.append(c)
     return cases
 

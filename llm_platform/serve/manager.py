@@ -5,16 +5,13 @@
 # %% ../../nbs/66_serve_manager.ipynb #a3a66bcc
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +21,7 @@ from filelock import FileLock
 from pydantic import Field, model_validator
 
 from ..config import ServingConfig, Strict, load_config
-from ..core import get_logger, read_json, resolve_path, write_json
+from ..core import get_logger, parent_death_hook, read_json, resolve_path, write_json
 from ..data.chat import read_jsonl
 from ..pipeline import find_run
 from .vllm_server import VLLMServer, port_is_free
@@ -34,11 +31,10 @@ log = get_logger("serve.manager")
 ROUTES, DESIRED, STATUS = "routes.json", "desired.json", "status.json"
 
 # %% auto #0
-__all__ = ['log', 'ROUTES', 'DESIRED', 'STATUS', 'ALIAS_SPEC', 'VERSION_SPEC', 'WEIGHT_SUFFIXES', 'PR_SET_PDEATHSIG',
-           'VLLM_QUEUE', 'ManagerConfig', 'DesiredModel', 'Target', 'TargetError', 'folder_version', 'registry_client',
-           'resolve_target', 'parent_death_hook', 'Replica', 'Launcher', 'parse_vllm_queue', 'VLLMLauncher',
-           'ProcessReplica', 'CommandLauncher', 'ProbeError', 'load_probe_prompts', 'probe_replica', 'read_state',
-           'request_swap', 'wait_swap', 'ModelManager']
+__all__ = ['log', 'ROUTES', 'DESIRED', 'STATUS', 'ALIAS_SPEC', 'VERSION_SPEC', 'WEIGHT_SUFFIXES', 'VLLM_QUEUE', 'ManagerConfig',
+           'DesiredModel', 'Target', 'TargetError', 'folder_version', 'registry_client', 'resolve_target', 'Replica',
+           'Launcher', 'parse_vllm_queue', 'VLLMLauncher', 'ProcessReplica', 'CommandLauncher', 'ProbeError',
+           'load_probe_prompts', 'probe_replica', 'read_state', 'request_swap', 'wait_swap', 'ModelManager']
 
 # %% ../../nbs/66_serve_manager.ipynb #45ed2302
 class ManagerConfig(Strict):
@@ -170,19 +166,6 @@ def resolve_target(spec: str,                    # demo@champion, demo/3, or a m
     return _folder_target(spec)
 
 # %% ../../nbs/66_serve_manager.ipynb #0c2c095f
-PR_SET_PDEATHSIG = 1
-
-def parent_death_hook(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    "A `preexec_fn`: the child gets `sig` when the thread that started it ends, even by SIGKILL (Linux; else None)."
-    if not sys.platform.startswith("linux"):
-        return None
-    libc, parent = ctypes.CDLL(None, use_errno=True), os.getpid()
-    def hook() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, sig)
-        if os.getppid() != parent:      # the parent died before prctl took effect
-            os._exit(1)
-    return hook
-
 class Replica(Protocol):
     "One running server, as the manager sees it (`VLLMServer` is one)."
     proc: subprocess.Popen | None   # its process, leader of its own process group
