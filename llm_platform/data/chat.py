@@ -13,10 +13,13 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from ..core import get_logger
+
+log = get_logger("data")
 ROLES = ("system", "user", "assistant")
 
 # %% auto #0
-__all__ = ['ROLES', 'check_messages', 'read_jsonl', 'TemplateError', 'token_row', 'render_chat', 'assistant_spans',
+__all__ = ['log', 'ROLES', 'check_messages', 'read_jsonl', 'TemplateError', 'token_row', 'render_chat', 'assistant_spans',
            'tokenize_chat', 'ByteLevelBPE', 'remember_safe_attributes', 'ChatFormatter']
 
 # %% ../../nbs/10_data_chat.ipynb #1e3a2ba7
@@ -216,7 +219,9 @@ def remember_safe_attributes(tokenizer) -> bool:
         from transformers.utils.chat_template_utils import _compile_jinja_template
         template = tokenizer.chat_template
         env = _compile_jinja_template(template).environment if isinstance(template, str) else None
-    except Exception:                          # another transformers layout: render unmemoized
+    except Exception as e:                     # another transformers layout: render unmemoized
+        log.info("chat template attributes not memoized (%s: %s); rendering takes the slower path",
+                 type(e).__name__, e)
         return False
     if env is None or "is_safe_attribute" in vars(env):
         return env is not None
@@ -284,7 +289,8 @@ class ChatFormatter:
         if self.fast and conversations:      # one call renders them all: the per-call setup is paid once
             try:
                 texts = self.tok.apply_chat_template([_plain(c) for c in conversations], tokenize=False, **self.kw)
-            except Exception:                # rendered one by one below, where the failing record raises
+            except Exception as e:           # rendered one by one below, where the failing record raises
+                log.debug("batched template rendering failed (%s: %s); rendering one by one", type(e).__name__, e)
                 texts = [None] * len(conversations)
         for messages, rendered in zip(conversations, texts):
             try:
