@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-import httpx
 
 from ..config import ServingConfig
 from ..core import cache_dir, get_logger
@@ -51,6 +47,8 @@ def build_llamacpp_command(gguf: str | Path, cfg: ServingConfig, name: str,
 class LlamaCppServer(VLLMServer):
     "llama.cpp's `llama-server` on a GGUF file in a child process group. Use as a context manager."
     kind = "llama.cpp"
+    poll_s = 0.1                  # it loads in about a second
+    startup_note = "usually about a second"
 
     def __init__(self, gguf: str | Path, cfg: ServingConfig, log_path: str | Path | None = None,
                  name: str | None = None, loras: Iterable[str | Path] = (),
@@ -76,39 +74,6 @@ class LlamaCppServer(VLLMServer):
                                      stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=self.preexec_fn)
         return self
 
-    def wait_healthy(self, timeout: float | None = None) -> LlamaCppServer:
-        "Block until GET /health answers 200 (503 while the model loads)."
-        timeout = timeout or self.cfg.startup_timeout_s
-        t0, health = time.monotonic(), f"http://{self.cfg.host}:{self.cfg.port}/health"
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                code = None if self.proc is None else self.proc.returncode
-                raise RuntimeError(f"llama-server exited while starting (code {code}); last log lines:\n{self.log_tail()}")
-            try:
-                if httpx.get(health, timeout=2).status_code == 200:
-                    log.info("llama.cpp healthy after %.1f s at %s", time.monotonic() - t0, self.base_url)
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - t0 > timeout:
-                self.stop()
-                raise TimeoutError(f"llama-server not healthy after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    def stop(self, grace: float = 10) -> None:
-        "SIGTERM the process group, SIGKILL after `grace` seconds."
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = None
-            return
-        pgid = os.getpgid(self.proc.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL); self.proc.wait()
-        self._log.close()
-        self.proc = None
-        log.info("llama.cpp on port %d stopped", self.cfg.port)
 
 # %% ../../nbs/60a_serve_llamacpp.ipynb #ac1811ac
 def resolve_backend(cfg: ServingConfig, device: str | None = None) -> str:

@@ -77,6 +77,8 @@ def port_is_free(host: str, port: int) -> bool:
 class VLLMServer:
     "A vLLM OpenAI-compatible server in a child process group. Use as a context manager."
     kind = "vLLM"
+    poll_s = 1.0                  # health checks while it starts
+    startup_note = "CPU eager ~40 s, compiled ~100 s"   # said every 15 s while waiting
     def __init__(self, model_dir: str | Path, cfg: ServingConfig, log_path: str | Path | None = None,
                  device: str | None = None,
                  preexec_fn: Callable[[], None] | None = None):  # run in the child before exec (serve.manager: die with the parent)
@@ -119,21 +121,21 @@ class VLLMServer:
         while True:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
-                raise RuntimeError(f"vLLM exited while starting (code {code}); last log lines:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.kind} exited while starting (code {code}); last log lines:\n{self.log_tail()}")
             try:
                 if httpx.get(health, timeout=2).status_code == 200:
-                    log.info("vLLM healthy after %.0f s at %s", time.monotonic() - t0, self.base_url)
+                    log.info("%s healthy after %.1f s at %s", self.kind, time.monotonic() - t0, self.base_url)
                     return self
             except httpx.HTTPError:
                 pass
             elapsed = time.monotonic() - t0
             if elapsed > timeout:
                 self.stop()
-                raise TimeoutError(f"vLLM not healthy after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
+                raise TimeoutError(f"{self.kind} not healthy after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
             if elapsed - last_note >= 15:
-                log.info("waiting for vLLM to load and warm up (%.0f s; CPU eager ~40 s, compiled ~100 s)", elapsed)
+                log.info("waiting for %s to load and warm up (%.0f s; %s)", self.kind, elapsed, self.startup_note)
                 last_note = elapsed
-            time.sleep(1)
+            time.sleep(self.poll_s)
 
     def stop(self, grace: float = 20) -> None:
         "SIGTERM the process group, SIGKILL after `grace` seconds."
@@ -152,7 +154,7 @@ class VLLMServer:
             pass
         self._log.close()
         self.proc = None
-        log.info("vLLM on port %d stopped", self.cfg.port)
+        log.info("%s on port %d stopped", self.kind, self.cfg.port)
 
     def __enter__(self):
         return self.start().wait_healthy()
