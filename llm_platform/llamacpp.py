@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=
                # AMX: cpuinfo lists it on these VMs, but the tile instructions fault (SIGILL on Q8_0/Q4 matmuls)
                *(("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
                   "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
-                 if __import__("platform").machine() in ("x86_64", "AMD64") else ()))
+                 if platform.machine() in ("x86_64", "AMD64") else ()))
 
 def cpu_tag() -> str:
     "A short hash of this CPU's model and flags: a native build runs only where its instructions exist."
@@ -42,7 +43,6 @@ def cpu_tag() -> str:
         flags = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
         key = f"{model.group(1) if model else ''}|{flags.group(1) if flags else ''}"
     except OSError:
-        import platform
         key = platform.processor() or platform.machine()
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 

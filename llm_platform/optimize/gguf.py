@@ -82,12 +82,8 @@ def export_lora_gguf(adapter_dir: str | Path,   # a PEFT LoRA folder (adapter_co
 
 def gguf_metadata(path: str | Path, keys: Iterable[str] = ("general.architecture", "general.file_type",
                                                          "tokenizer.chat_template")) -> dict:
-    "Selected metadata fields of a GGUF file."
-    sys.path.insert(0, str(llamacpp_home() / "src" / "gguf-py"))   # the converter's own gguf, as it wrote the file
-    try:
-        from gguf import GGUFReader
-    finally:
-        sys.path.pop(0)
+    "Selected metadata fields of a GGUF file (the lock's `gguf` is the converter's version, 0.19.0)."
+    from gguf import GGUFReader
     r, out = GGUFReader(str(path)), {}
     for k in keys:
         f = r.fields.get(k)
