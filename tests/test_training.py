@@ -51,13 +51,14 @@ def _adapter(out: Path) -> dict:
 
 
 def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
-    """2 gloo processes x batch 4 == 1 process x batch 8: same global batches, same updates.
+    """2 gloo processes x batch 4 == 1 process x batch 8 (itself under torchrun): same global batches, same updates.
     (Length grouping is off: it forms its batches per rank, so only the random sampler gives identical batches.)"""
     one = launch_training(_job(tiny_data, tmp_path / "one", group_by_length=False, padding_free=True),
-                          subprocess_always=True)
+                          torchrun=True)
     two = launch_training(_job(tiny_data, tmp_path / "two", group_by_length=False, padding_free=True, batch_size=4,
                                distributed={"num_processes": 2, "master_port": 29531}))
     assert one["processes"] == 1 and two["processes"] == 2 and one["steps"] == two["steps"] == 12
+    assert one["dist_backend"] == two["dist_backend"] == "gloo" and "peak_gpu_memory_mb" not in one
     assert two["tokens_seen"] == one["tokens_seen"]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 12 and a[-1] < a[0]

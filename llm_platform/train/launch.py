@@ -64,15 +64,16 @@ def launch_command(job_file: Path, job: TrainJob, python: str = sys.executable) 
 
 def launch_training(job: TrainJob,             # what to train
                     subprocess_always: bool = False,  # run even one process as a child (the SIGKILL test does)
+                    torchrun: bool = False,   # start even one process through torchrun (a one-GPU DDP/nccl check)
                     ) -> dict:
     "Run the job in-process or as DDP processes; returns the metrics rank 0 wrote."
     out = Path(job.out_dir); out.mkdir(parents=True, exist_ok=True)
     job_file = out / "job.json"
     write_json(job_file, job.model_dump(mode="json"))
     n = job.train.distributed.num_processes * job.train.distributed.nnodes
-    if n == 1 and not subprocess_always:
+    if n == 1 and not subprocess_always and not torchrun:
         return run_job(job)
-    cmd = launch_command(job_file, job) if n > 1 else [sys.executable, "-m", "llm_platform.train.launch", str(job_file)]
+    cmd = launch_command(job_file, job) if n > 1 or torchrun else [sys.executable, "-m", "llm_platform.train.launch", str(job_file)]
     threads = job.train.torch_threads or max(1, (os.cpu_count() or 1) // job.train.distributed.num_processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     log.info("launching %d training process(es): %s", n, " ".join(cmd))
@@ -94,7 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m llm_platform.train.launch <out_dir>/job.json")
-    run_job(TrainJob.model_validate(read_json(argv[0])))
+    try:
+        run_job(TrainJob.model_validate(read_json(argv[0])))
+    finally:                 # nccl warns, and can leak, when a rank exits with its process group still up
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 # %% ../../nbs/23_train_launch.ipynb #715c3e67
 #| eval: false

@@ -18,9 +18,9 @@ from ..core import get_logger, seed_everything, set_torch_threads
 log = get_logger("train")
 
 # %% auto #0
-__all__ = ['log', 'select_backend', 'world', 'load_for_training', 'progress_callback', 'run_fingerprint',
+__all__ = ['log', 'select_backend', 'import_unsloth_first', 'world', 'load_for_training', 'progress_callback', 'run_fingerprint',
            'find_resume_checkpoint', 'common_arguments', 'sft_arguments', 'start_run', 'torch_bf16_ok', 'train_sft',
-           'finish_training', 'plot_loss_curve']
+           'finish_training', 'device_metrics', 'plot_loss_curve']
 
 # %% ../../nbs/20_train_sft.ipynb #86775723
 def select_backend(setting: str = "auto", # TrainConfig.unsloth: auto | never | always
@@ -35,6 +35,14 @@ def select_backend(setting: str = "auto", # TrainConfig.unsloth: auto | never | 
         raise RuntimeError("train.unsloth=always needs CUDA and the unsloth package (the gpu extra); "
                            f"cuda={cuda}, unsloth installed={importlib.util.find_spec('unsloth') is not None}")
     return "unsloth" if have_unsloth and setting != "never" else "trl"
+
+def import_unsloth_first():
+    "Import unsloth before trl/peft/transformers' trainer: it patches them at import, and warns (losing speed) when it comes second."
+    import sys
+    late = [m for m in ("trl", "peft") if m in sys.modules and "unsloth" not in sys.modules]
+    if late:
+        log.warning("%s imported before unsloth: some of unsloth's patches may not apply", ", ".join(late))
+    import unsloth  # noqa: F401
 
 def world() -> tuple[int, int, int]:
     "(rank, local world size, world size) of this process; (0, 1, 1) outside torchrun."
@@ -193,11 +201,13 @@ def train_sft(cfg: TrainConfig,            # the train section of a pipeline con
               ) -> dict:
     "Fine-tune per `cfg.method` (lora, qlora, full); returns metrics (loss, real tokens/s, backend, output)."
     import torch
+    backend = select_backend(cfg.unsloth)
+    if backend == "unsloth":  # pragma: no cover - needs CUDA
+        import_unsloth_first()
     from datasets import Dataset
     from trl import SFTTrainer
     out_dir = Path(out_dir)
     threads, fingerprint, resume_from = start_run(cfg, out_dir, data_sha256)
-    backend = select_backend(cfg.unsloth)
     cuda = torch.cuda.is_available()
     rank, _, world_size = world()
     log.info("method %s, backend %s (cuda=%s, rank %d of %d, torch threads=%d)", cfg.method, backend, cuda,
@@ -238,7 +248,8 @@ def finish_training(trainer, model, tok, cfg: TrainConfig, out_dir: Path, train_
                "last_eval_loss": evals[-1] if evals else None, "train_seconds": round(seconds, 2),
                "tokens_seen": tokens, "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-               "output_kind": "model" if full else "adapter", ("model_dir" if full else "adapter_dir"): str(target)}
+               "output_kind": "model" if full else "adapter", ("model_dir" if full else "adapter_dir"): str(target),
+               **device_metrics()}
     if not math.isfinite(metrics["train_loss"]):
         raise RuntimeError(f"training diverged: loss={metrics['train_loss']}; lower train.learning_rate")
     if trainer.is_world_process_zero():
@@ -252,6 +263,16 @@ def finish_training(trainer, model, tok, cfg: TrainConfig, out_dir: Path, train_
                  seconds, tokens, metrics["tokens_per_second"] or 0, metrics["first_logged_loss"],
                  metrics["last_logged_loss"])
     return metrics
+
+def device_metrics() -> dict:
+    "Where training ran: the torch.distributed backend (nccl, gloo, or none), and on CUDA the GPU and its peak memory."
+    import torch
+    import torch.distributed as dist
+    out = {"dist_backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None}
+    if torch.cuda.is_available():
+        out |= {"gpu": torch.cuda.get_device_name(), "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                "peak_gpu_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
+    return out
 
 def plot_loss_curve(history: list[dict], path: Path, title: str = "training") -> Path | None:
     "Training (and held-out, when evaluated) loss per step, as a PNG."
