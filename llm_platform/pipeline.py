@@ -39,7 +39,7 @@ from llm_platform.step_cache import (
 log = get_logger("pipeline")
 
 # %% auto #0
-__all__ = ['log', 'StepContext', 'open_step', 'PipelineStepError', 'apply_gate', 'run_pipeline', 'find_run']
+__all__ = ['log', 'StepContext', 'open_step', 'step_artifact', 'PipelineStepError', 'apply_gate', 'run_pipeline', 'find_run']
 
 # %% ../nbs/90_pipeline.ipynb #f24a2296
 @dataclass
@@ -67,23 +67,46 @@ class StepContext:
         self.inputs[str(p)] = tree_sha256(p)
         return p
 
-    def finish(self, metrics: dict[str, Any]) -> dict:
-        "Write this step's manifest (status ok) and return it."
-        manifest = {"step": self.name, "status": "ok", "config": self.cfg.name, "run_id": self.run_dir.name,
-                    "git_commit": git_commit(), "inputs_sha256": self.inputs,
-                    "seconds": round(time.time() - self.started, 2), "metrics": metrics}
+    def finish(self, metrics: dict[str, Any],
+               headline: str = "",                    # one line for `pipeline show` and the run's log
+               artifacts: dict[str, Any] | None = None,  # role -> path (model_dir, adapter_dir, report, ...)
+               tags: dict[str, Any] | None = None,    # MLflow run tags (strings: which path ran, not numbers)
+               log_files: list | None = None,         # files the runner logs to MLflow under the step's name
+               ) -> dict:
+        """Write this step's manifest (status ok) and return it. The manifest describes the step to the
+        runner and `pipeline show`: its headline, its artifacts by role (`model_dir`: the servable model;
+        `trained`: what the registry registers; `base_model_dir`, `log_history`, ...), its MLflow tags
+        and the files to log, so neither needs to know the step by name."""
+        manifest = {"step": self.name, "status": "ok", "config": getattr(self.cfg, "name", None),
+                    "run_id": self.run_dir.name, "git_commit": git_commit(), "inputs_sha256": self.inputs,
+                    "seconds": round(time.time() - self.started, 2), "headline": headline,
+                    "artifacts": {k: str(v) for k, v in (artifacts or {}).items() if v is not None},
+                    "tags": {k: str(v) for k, v in (tags or {}).items()},
+                    "log_files": [str(p) for p in log_files or []], "metrics": metrics}
         write_json(self.out / "metrics.json", manifest)
+        log.info("step %s finished: %s", self.name, headline or "ok")
         return manifest
 
-def open_step(name: str, config_path: str, overrides: list[str] | None, run_dir: str | Path) -> StepContext:
+def open_step(name: str, config_path: str, overrides: list[str] | None, run_dir: str | Path,
+              kind: type | None = None,  # the config's class when it is not a pipeline config (e.g. SafetyConfig)
+              ) -> StepContext:
     "Load and validate the config, seed, and make the step's output folder."
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides, kind=kind)
     run_dir = resolve_path(run_dir)
     out = run_dir / name
     out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.train.seed)
-    log.info("step %s of run %s (config %s)", name, run_dir.name, cfg.name)
+    if isinstance(cfg, PipelineConfig):
+        seed_everything(cfg.train.seed)
+    log.info("step %s of run %s (config %s)", name, run_dir.name, getattr(cfg, "name", config_path))
     return StepContext(name, cfg, run_dir, out)
+
+def step_artifact(run_dir: Path, steps: list[str], role: str) -> str | None:
+    "The path that the last of `steps` (finished, in order) to declare an artifact `role` gave, else None."
+    for step in reversed(steps):
+        path = Path(run_dir) / step / "metrics.json"
+        if path.exists() and (found := read_json(path).get("artifacts", {}).get(role)):
+            return found
+    return None
 
 # %% ../nbs/90_pipeline.ipynb #5b88a079
 class PipelineStepError(RuntimeError):
@@ -100,26 +123,24 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
         mlflow.set_tags({"run_id": run_dir.name, "git_commit": info["git_commit"], "config": info["config_path"]})
         if reused := info.get("reused_from"):
             mlflow.set_tags({f"reused.{s}": f"{r['run_id']}/{r['step']}" for s, r in reused.items()})
-        for step in info["steps_done"]:
+        for step in info["steps_done"]:       # what each step's manifest says about itself
             m = read_json(run_dir / step / "metrics.json")
             numeric = {f"{step}.{k}": float(v) for k, v in flatten(m["metrics"]).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             mlflow.log_metrics(numeric)
+            mlflow.set_tags(m.get("tags", {}))
             mlflow.log_artifact(str(run_dir / step / "metrics.json"), artifact_path=step)
+            for path in m.get("log_files", []):
+                if Path(path).is_file():
+                    mlflow.log_artifact(path, artifact_path=step)
+            if (history := m.get("artifacts", {}).get("log_history")) and Path(history).exists():
+                for h in read_json(history):    # a trainer's per-step losses, as MLflow curves
+                    for key in ("loss", "eval_loss"):
+                        if key in h:
+                            mlflow.log_metric(f"train.{key}", h[key], step=int(h["step"]))
             if (nb := run_dir / f"{step}.ipynb").exists():
                 mlflow.log_artifact(str(nb), artifact_path="notebooks")
-        train = read_json(run_dir / "02_train" / "metrics.json") if "02_train" in info["steps_done"] else None
-        if train is not None:                     # which training path ran (strings: tags, not metrics)
-            t = train["metrics"]
-            mlflow.set_tags({f"train.{k}": str(t.get(k)) for k in ("backend", "method", "processes")})
-        history = run_dir / "02_train" / "log_history.json"
-        if history.exists():
-            for h in read_json(history):
-                for key in ("loss", "eval_loss"):
-                    if key in h:
-                        mlflow.log_metric(f"train.{key}", h[key], step=int(h["step"]))
-            if (png := run_dir / "02_train" / "loss_curve.png").exists():
-                mlflow.log_artifact(str(png), artifact_path="02_train")
+        train = _manifest_with(run_dir, info["steps_done"], "trained")
         if train is not None and cfg.mlflow.register_model and not info.get("registered_version"):
             info["registered_model"], info["registered_version"] = (
                 _reused_registration(cfg, run_dir.parent, info) or _register_training(cfg, run_dir, info, train, run))
@@ -187,10 +208,19 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
     log.info("%s/%s is the champion (was %s)", name, version, move.previous or "none")
     return {**out, "promoted": True, "override": move.override, "audit_seq": move.audit_seq}
 
+def _manifest_with(run_dir: Path, steps: list[str], role: str) -> dict | None:
+    "The manifest of the last of `steps` that declares an artifact `role` (e.g. `trained`: what to register)."
+    for step in reversed(steps):
+        path = Path(run_dir) / step / "metrics.json"
+        if path.exists() and role in (m := read_json(path)).get("artifacts", {}):
+            return m
+    return None
+
 def _reused_registration(cfg: PipelineConfig, runs_dir: Path, info: dict) -> tuple[str, str] | None:
-    """A reused `02_train` is the model version its maker registered: (name, version) when that
+    """A reused training step is the model version its maker registered: (name, version) when that
     version is in this registry and names that run, else None (then this run registers it)."""
-    origin = info.get("reused_from", {}).get("02_train")
+    trained = _manifest_with(runs_dir / info["run_id"], info["steps_done"], "trained")
+    origin = info.get("reused_from", {}).get(trained["step"]) if trained else None
     if not origin or not (runs_dir / origin["run_id"] / "run.json").exists():
         return None
     made = read_json(runs_dir / origin["run_id"] / "run.json")
@@ -210,11 +240,11 @@ def _register_training(cfg: PipelineConfig, run_dir: Path, info: dict, train: di
     data hash, git commit, method and run id. A full fine-tune is registered by its folder (not copied)."""
     import mlflow
     from mlflow import MlflowClient
-    data = read_json(run_dir / "01_data" / "metrics.json") if (run_dir / "01_data" / "metrics.json").exists() else {}
+    data = _manifest_with(run_dir, info["steps_done"], "base_model_dir") or {}
     m = train["metrics"]
     if m.get("output_kind", "adapter") == "adapter":
-        mlflow.log_artifacts(m["adapter_dir"], artifact_path="02_train/adapter")
-        source = f"{run.info.artifact_uri}/02_train/adapter"
+        mlflow.log_artifacts(m["adapter_dir"], artifact_path=f"{train['step']}/adapter")
+        source = f"{run.info.artifact_uri}/{train['step']}/adapter"
     else:
         source = Path(m["model_dir"]).resolve().as_uri()
     name = cfg.mlflow.registered_model or cfg.name
@@ -317,8 +347,8 @@ def run_pipeline(config_path: str | Path,                # pipeline YAML
         write_json(info_path, info)
     write_json(run_dir / "step_keys.json", {s: {"key": k.key, **k.parts} for s, k in keys.items()})
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    if "04_merge" in info["steps_done"]:
-        info["model_dir"] = read_json(run_dir / "04_merge" / "metrics.json")["metrics"]["model_dir"]
+    if model_dir := step_artifact(run_dir, info["steps_done"], "model_dir"):   # the servable model, by role
+        info["model_dir"] = model_dir
     info["mlflow_run_id"] = _log_mlflow(cfg, run_dir, info, root)
     write_json(info_path, info)
     log.info("run %s finished in %s", run_dir.name, run_dir)

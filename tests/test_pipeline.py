@@ -25,6 +25,25 @@ def test_every_step_ran_and_kept_its_notebook(tiny_run):
     assert (run_dir / "config.resolved.yaml").exists()
 
 
+
+def test_each_step_describes_itself(tiny_run):
+    "Headline, artifacts by role, tags and files to log come from the step's own manifest, not from its name."
+    from llm_platform.pipeline import step_artifact
+    run_dir = tiny_run["run_dir"]
+    manifests = {s: read_json(run_dir / s / "metrics.json") for s in STEPS}
+    for step, m in manifests.items():
+        assert isinstance(m["headline"], str) and m["headline"], step
+        assert all(Path(p).exists() for p in m["artifacts"].values()), (step, m["artifacts"])
+    data = manifests["01_data"]
+    assert data["headline"] == (" / ".join(f"{k} {v}" for k, v in data["metrics"]["splits"].items())
+                                + f" / rejected {data['metrics']['rejected']}")
+    assert "tok/s (trl, 1 process(es))" in manifests["02_train"]["headline"]
+    assert manifests["02_train"]["artifacts"]["trained"] == manifests["02_train"]["metrics"]["adapter_dir"]
+    assert manifests["02_train"]["tags"]["train.backend"] == "trl"
+    assert manifests["02_train"]["log_files"] == [str(run_dir / "02_train" / "loss_curve.png")]
+    assert step_artifact(run_dir, STEPS, "model_dir") == tiny_run["model_dir"] == str(run_dir / "04_merge" / "model")
+    assert step_artifact(run_dir, STEPS, "no such role") is None
+
 def test_data_step_loses_nothing(tiny_run):
     m = read_json(tiny_run["run_dir"] / "01_data" / "metrics.json")
     c = m["metrics"]
