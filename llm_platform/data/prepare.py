@@ -66,13 +66,6 @@ def split_of(group: str, cfg: DataConfig) -> str:
     return "val" if u < cfg.val_fraction else "test" if u < cfg.val_fraction + cfg.test_fraction else "train"
 
 # %% ../../nbs/13_data_prepare.ipynb #dfbd1b8b
-def _reject_text(raw: RawRecord) -> str:
-    return (raw.raw if raw.raw is not None else json.dumps(raw.record, default=str, ensure_ascii=False))[:2000]
-
-def _text_of(source: str | None, items: list, i: int) -> str:
-    "A record rejected by the parent: its text as the stage would have given it."
-    return _reject_text(parse_line(source, *items[i]) if source is not None else items[i])
-
 @dataclass
 class Staged:
     "What the stage returns for a chunk: the validator's screen, then one list per field of the live records (in `screen.live` order)."
@@ -84,6 +77,14 @@ class Staged:
     groups: list[str | None] = field(default_factory=list)            # "g:<group_by value>"; None: the parent picks the group
     strata: list[str | None] = field(default_factory=list)            # the `stratify_by` value
     ids: list[str] = field(default_factory=list)                      # the record's id (its group when nothing else groups it)
+
+# %% ../../nbs/13_data_prepare.ipynb #2e210be5
+def _reject_text(raw: RawRecord) -> str:
+    return (raw.raw if raw.raw is not None else json.dumps(raw.record, default=str, ensure_ascii=False))[:2000]
+
+def _text_of(source: str | None, items: list, i: int) -> str:
+    "A record rejected by the parent: its text as the stage would have given it."
+    return _reject_text(parse_line(source, *items[i]) if source is not None else items[i])
 
 class _Stage:
     "Per chunk: validator.screen + templating/tokenizing of live records, packed small for the parent."
@@ -117,6 +118,7 @@ class _Stage:
                 v.record = None
         return out
 
+# %% ../../nbs/13_data_prepare.ipynb #993d94a2
 _STAGE: _Stage | None = None
 
 def _start_worker(cfg: DataConfig, tokenizer) -> None:
@@ -133,6 +135,7 @@ _GC_THRESHOLD = (50_000, 20, 100)
 def _run_chunk(chunk) -> Staged:
     return _STAGE.run(chunk)
 
+# %% ../../nbs/13_data_prepare.ipynb #e3aa5b2f
 def _chunks(src: Path, cfg: DataConfig, size: int):
     "Chunks of input: (source, [(line, bytes)]) for JSONL, parsed in the workers; lists of RawRecords otherwise."
     if (cfg.format or detect_format(src)) == "jsonl":
@@ -152,6 +155,7 @@ def _chunks(src: Path, cfg: DataConfig, size: int):
     if batch:
         yield batch
 
+# %% ../../nbs/13_data_prepare.ipynb #1f8be975
 def _screened(chunks, cfg: DataConfig, tokenizer, workers: int):
     "(chunk, stage result) in input order; at most 2 chunks per worker in flight."
     if workers <= 1:
@@ -186,6 +190,7 @@ class _DistinctCount:
         if len(new):
             self.runs.add(new); self.n += len(new)
 
+# %% ../../nbs/13_data_prepare.ipynb #141224f6
 def _histogram(counts: np.ndarray, path: Path, max_length: int) -> None:
     from matplotlib.figure import Figure        # no pyplot: a notebook's own backend is left alone
     lengths = np.flatnonzero(counts)
@@ -204,6 +209,7 @@ def _background(src: Path):
     pool.shutdown(wait=False)                   # the queued work still runs
     return sha
 
+# %% ../../nbs/13_data_prepare.ipynb #abe2f309
 def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
                     tokenizer,           # the base model's tokenizer (its chat template is used); None: no
                                          # templating, so no length check and no token files (`data validate`)
@@ -332,6 +338,7 @@ def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict
     log.info("data: read %d, kept %d, rejected %d %s; splits %s", read, kept, rejected, dict(reasons), summary["splits"])
     return summary
 
+# %% ../../nbs/13_data_prepare.ipynb #ace7929b
 def write_data_card(summary: dict, cfg: DataConfig, path: Path) -> Path:
     "A short markdown data card beside the processed data."
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(summary["reject_reasons"].items(), key=lambda kv: -kv[1]))

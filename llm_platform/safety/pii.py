@@ -219,6 +219,7 @@ class PIIEngine:
         return self.deanonymizer.deanonymize(text=masked.text, entities=enc,
                                              operators={"DEFAULT": OperatorConfig("decrypt", {"key": self._key()})}).text
 
+# %% ../../nbs/50_safety_pii.ipynb #a7f077ef
 @functools.cache
 def default_engine() -> PIIEngine:
     "One engine with the default config, shared by the data-validator hook."
