@@ -226,6 +226,7 @@ def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
         gc.set_threshold(*threshold)
         gc.unfreeze()
 
+# %% ../../nbs/13_data_prepare.ipynb #8a902b1b
 def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     src = require_file(resolve_path(cfg.path))     # before any output or worker exists
