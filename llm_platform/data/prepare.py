@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,12 +26,12 @@ from ..core import get_logger, resolve_path, sha256_file, write_json
 from .chat import ChatFormatter, TemplateError, token_row
 from .dedup import SortedRuns
 from .ingest import RawRecord, detect_format, iter_lines, iter_raw, parse_line, require_file
-from .validate import RecordValidator
+from .validate import RecordValidator, Screened
 
 log = get_logger("data")
 
 # %% auto #0
-__all__ = ['log', 'assign_splits', 'split_of', 'prepare_dataset', 'write_data_card']
+__all__ = ['log', 'assign_splits', 'split_of', 'Staged', 'prepare_dataset', 'write_data_card']
 
 # %% ../../nbs/13_data_prepare.ipynb #4a18c756
 def _unit(key: str, seed: int) -> float:
@@ -65,6 +66,19 @@ def split_of(group: str, cfg: DataConfig) -> str:
     return "val" if u < cfg.val_fraction else "test" if u < cfg.val_fraction + cfg.test_fraction else "train"
 
 # %% ../../nbs/13_data_prepare.ipynb #dfbd1b8b
+@dataclass
+class Staged:
+    "What the stage returns for a chunk: the validator's screen, then one list per field of the live records (in `screen.live` order)."
+    screen: Screened                                                  # verdicts; a record rejected here carries (reason, text)
+    records: list[bytes] = field(default_factory=list)                # the record, as JSON
+    tokens: list[bytes | None] = field(default_factory=list)          # its token row, as JSON (None: no tokenizer or a failure)
+    failures: list[tuple[str, str] | None] = field(default_factory=list)  # (check, reason) when templating or the length failed
+    lengths: list[int] = field(default_factory=list)                  # tokens after templating (0 without a row)
+    groups: list[str | None] = field(default_factory=list)            # "g:<group_by value>"; None: the parent picks the group
+    strata: list[str | None] = field(default_factory=list)            # the `stratify_by` value
+    ids: list[str] = field(default_factory=list)                      # the record's id (its group when nothing else groups it)
+
+# %% ../../nbs/13_data_prepare.ipynb #2e210be5
 def _reject_text(raw: RawRecord) -> str:
     return (raw.raw if raw.raw is not None else json.dumps(raw.record, default=str, ensure_ascii=False))[:2000]
 
@@ -78,23 +92,23 @@ class _Stage:
         self.cfg, self.validator = cfg, RecordValidator(cfg)
         self.formatter = ChatFormatter(tokenizer, cfg.max_length, **cfg.chat_template_kwargs) if tokenizer is not None else None
 
-    def run(self, chunk) -> tuple:
+    def run(self, chunk) -> Staged:
         raws = [parse_line(chunk[0], n, b) for n, b in chunk[1]] if isinstance(chunk, tuple) else chunk
         s = self.validator.screen(raws)
         recs = [s.verdicts[i].record for i in s.live]
         encoded = self.formatter.encode_batch([r["messages"] for r in recs]) if self.formatter else [None] * len(recs)
-        cfg, kept = self.cfg, []
+        cfg, out = self.cfg, Staged(s)
         for rec, enc in zip(recs, encoded):
+            tokens, failure, n = None, None, 0
             if isinstance(enc, Exception):
-                tokens, n = ("template" if isinstance(enc, TemplateError) else "too_long", str(enc)), 0
-            elif enc is None:
-                tokens, n = None, 0
-            else:
+                failure = ("template" if isinstance(enc, TemplateError) else "too_long", str(enc))
+            elif enc is not None:
                 ids, labels = enc
                 tokens, n = orjson.dumps(token_row(ids, labels)), len(ids)
-            group = f"g:{rec[cfg.group_by]}" if cfg.group_by and cfg.group_by in rec else None
-            stratum = str(rec.get(cfg.stratify_by)) if cfg.stratify_by else None
-            kept.append((orjson.dumps(rec), tokens, n, group, stratum, rec["id"]))
+            out.records.append(orjson.dumps(rec)); out.tokens.append(tokens); out.failures.append(failure)
+            out.lengths.append(n); out.ids.append(rec["id"])
+            out.groups.append(f"g:{rec[cfg.group_by]}" if cfg.group_by and cfg.group_by in rec else None)
+            out.strata.append(str(rec.get(cfg.stratify_by)) if cfg.stratify_by else None)
         for i, v in enumerate(s.verdicts):
             if v.record is None:
                 v.reason = (v.reason, _reject_text(raws[i]))     # rejected here: the parent needs its text
@@ -102,8 +116,9 @@ class _Stage:
                 s.verdicts[i] = None                             # live records travel as bytes in `kept`
             else:
                 v.record = None
-        return s, kept
+        return out
 
+# %% ../../nbs/13_data_prepare.ipynb #993d94a2
 _STAGE: _Stage | None = None
 
 def _start_worker(cfg: DataConfig, tokenizer) -> None:
@@ -117,9 +132,10 @@ def _start_worker(cfg: DataConfig, tokenizer) -> None:
 # worker's time. Rarer young collections keep cycles (should a template make any) collected.
 _GC_THRESHOLD = (50_000, 20, 100)
 
-def _run_chunk(chunk) -> tuple:
+def _run_chunk(chunk) -> Staged:
     return _STAGE.run(chunk)
 
+# %% ../../nbs/13_data_prepare.ipynb #e3aa5b2f
 def _chunks(src: Path, cfg: DataConfig, size: int):
     "Chunks of input: (source, [(line, bytes)]) for JSONL, parsed in the workers; lists of RawRecords otherwise."
     if (cfg.format or detect_format(src)) == "jsonl":
@@ -139,6 +155,7 @@ def _chunks(src: Path, cfg: DataConfig, size: int):
     if batch:
         yield batch
 
+# %% ../../nbs/13_data_prepare.ipynb #1f8be975
 def _screened(chunks, cfg: DataConfig, tokenizer, workers: int):
     "(chunk, stage result) in input order; at most 2 chunks per worker in flight."
     if workers <= 1:
@@ -173,6 +190,7 @@ class _DistinctCount:
         if len(new):
             self.runs.add(new); self.n += len(new)
 
+# %% ../../nbs/13_data_prepare.ipynb #141224f6
 def _histogram(counts: np.ndarray, path: Path, max_length: int) -> None:
     from matplotlib.figure import Figure        # no pyplot: a notebook's own backend is left alone
     lengths = np.flatnonzero(counts)
@@ -191,6 +209,7 @@ def _background(src: Path):
     pool.shutdown(wait=False)                   # the queued work still runs
     return sha
 
+# %% ../../nbs/13_data_prepare.ipynb #abe2f309
 def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
                     tokenizer,           # the base model's tokenizer (its chat template is used); None: no
                                          # templating, so no length check and no token files (`data validate`)
@@ -207,6 +226,7 @@ def prepare_dataset(cfg: DataConfig,     # the data section of a pipeline config
         gc.set_threshold(*threshold)
         gc.unfreeze()
 
+# %% ../../nbs/13_data_prepare.ipynb #8a902b1b
 def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     src = require_file(resolve_path(cfg.path))     # before any output or worker exists
@@ -241,18 +261,18 @@ def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict
             rej.write(orjson.dumps({"source": source, "line": line, "check": check, "reason": reason, "raw": text}) + b"\n")
 
         sha = None
-        for chunk, (s, stage_kept) in _screened(_chunks(src, cfg, batch_size), cfg, tokenizer, workers):
+        for chunk, staged in _screened(_chunks(src, cfg, batch_size), cfg, tokenizer, workers):
             sha = sha or _background(src)
             items = chunk[1] if isinstance(chunk, tuple) else chunk
             source = chunk[0] if isinstance(chunk, tuple) else None
             origins = [(source, n) for n, _ in items] if source is not None else [(r.source, r.line) for r in items]
             read += len(origins)
-            verdicts = validator.judge(origins, s)
+            verdicts = validator.judge(origins, staged.screen)
             if validator.warnings:
                 with open(warn_file, "a") as wf:
                     wf.writelines(json.dumps(w) + "\n" for w in validator.warnings)
                 validator.warnings.clear()
-            live = dict(zip(s.live, stage_kept))
+            live = {i: j for j, i in enumerate(staged.screen.live)}    # record index -> its place in the columns
             new_groups = []
 
             for i, ((src_name, line), v) in enumerate(zip(origins, verdicts)):
@@ -260,21 +280,22 @@ def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict
                     reject(src_name, line, v.check, *v.reason); continue
                 if v.check is not None:
                     reject(src_name, line, v.check, v.reason, _text_of(source, items, i)); continue
-                rec, tokens, n, group, stratum, rid = live[i]
+                j = live[i]
                 if cfg.max_records and kept >= cfg.max_records:
                     reject(src_name, line, "max_records", f"beyond data.max_records={cfg.max_records}",
                            _text_of(source, items, i))
                     continue
-                if isinstance(tokens, tuple):
-                    reject(src_name, line, tokens[0], tokens[1], _text_of(source, items, i)); continue
+                if staged.failures[j] is not None:
+                    reject(src_name, line, *staged.failures[j], _text_of(source, items, i)); continue
+                rec, tokens, group = staged.records[j], staged.tokens[j], staged.groups[j]
                 if tokens is not None:
-                    lengths[n] += 1
+                    lengths[staged.lengths[j]] += 1
                 if group is None:   # its near-duplicate cluster, or the record alone when near-duplicate checks are off
-                    group = f"n:{v.group}" if v.group is not None else f"r:{rid}"
+                    group = f"n:{v.group}" if v.group is not None else f"r:{staged.ids[j]}"
                 new_groups.append(group)
                 kept += 1
                 if keep is not None:
-                    group_sizes[group] += 1; strata[group] = stratum
+                    group_sizes[group] += 1; strata[group] = staged.strata[j]
                     keep.write(orjson.dumps({"group": group, "record": orjson.Fragment(rec),
                                              "tokens": orjson.Fragment(tokens) if tokens is not None else None}) + b"\n")
                 else:
@@ -318,6 +339,7 @@ def _prepare(cfg: DataConfig, tokenizer, out_dir: Path, batch_size: int) -> dict
     log.info("data: read %d, kept %d, rejected %d %s; splits %s", read, kept, rejected, dict(reasons), summary["splits"])
     return summary
 
+# %% ../../nbs/13_data_prepare.ipynb #ace7929b
 def write_data_card(summary: dict, cfg: DataConfig, path: Path) -> Path:
     "A short markdown data card beside the processed data."
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(summary["reject_reasons"].items(), key=lambda kv: -kv[1]))

@@ -16,9 +16,7 @@ from pydantic import Field
 from ..config import Strict
 
 # %% auto #0
-__all__ = ['ENTITIES', 'Operator', 'PHONE_CONTEXT', 'PRIORITY', 'PLACE_WORDS', 'PLACE_PREFIXES', 'LEAD_WORDS', 'NAMEISH',
-           'PIIConfig', 'Finding', 'name_windows', 'blank_non_names', 'census_names', 'phone_windows', 'build_analyzer',
-           'is_lookalike', 'drop_overlaps', 'phone_shaped', 'census_first_names', 'place_names', 'reread_names',
+__all__ = ['ENTITIES', 'Operator', 'PRIORITY', 'PIIConfig', 'Finding', 'build_analyzer', 'is_lookalike', 'drop_overlaps',
            'Masked', 'PIIEngine', 'default_engine', 'find_pii', 'mask_pii']
 
 # %% ../../nbs/50_safety_pii.ipynb #47bbd5c8
@@ -59,254 +57,72 @@ def _offline_tldextract() -> None:
     if tx.TLD_EXTRACTOR.suffix_list_urls:
         tx.TLD_EXTRACTOR = tx.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
-def _build_pipeline(model: str | None):
-    "The spaCy model with NER only, or (None) a blank English tokenizer whose lemma is the lower-cased word."
-    import spacy
-    from spacy.language import Language
-    if "llmp_lower_lemma" not in Language.factories:
-        @Language.component("llmp_lower_lemma")
-        def _lower_lemma(doc):
-            for tok in doc:
-                tok.lemma_ = tok.lower_
-            return doc
-    if model is not None:
-        from thinc.api import NumpyOps
-        nlp = spacy.load(model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
-        ops = NumpyOps(use_blis=False)             # numpy's BLAS: BLIS costs ~50 us a call on these few-row matrices
-        for _, pipe in nlp.pipeline:
-            for node in pipe.model.walk():
-                node.ops = ops
-        return nlp
-    nlp = spacy.blank("en")
-    nlp.add_pipe("llmp_lower_lemma")
-    return nlp
-
-_spacy_pipeline = functools.cache(_build_pipeline)   # engines share the loaded model until one outgrows it
-
-_NOT_NAME_RUN = re.compile(r"\S*[\d@/=_+\\|<>{}\[\]#$%^&*~`]\S*|\S{25,}")
-
-_TOKEN = re.compile(r"\S+")
-
-_CALENDAR = frozenset("monday tuesday wednesday thursday friday saturday sunday january february march july "
-                      "september october november december".split())
-
-def _name_cue(word: str) -> bool:
-    "A capitalised census first name or surname that is not a stop word, weekday, month or short acronym (IP, GB)."
-    w = word.strip(".,;:!?'\"()")
-    return (w[:1].isupper() and not (w.isupper() and len(w) <= 3) and (low := w.lower()) in census_names()
-            and low not in _CALENDAR and not _stopword(w))
-
-def _runs(flags: list[bool]) -> list[tuple[int, int]]:
-    "(first, last) indices of each run of True."
-    runs, i = [], 0
-    while i < len(flags):
-        if not flags[i]:
-            i += 1; continue
-        j = i
-        while j + 1 < len(flags) and flags[j + 1]:
-            j += 1
-        runs.append((i, j)); i = j + 1
-    return runs
-
-def _near_names(toks: list, window: int) -> list[bool]:
-    keep = [False] * len(toks)
-    for i, m in enumerate(toks):
-        if _name_cue(m.group()):
-            for j in range(max(0, i - window), min(len(toks), i + window + 1)):
-                keep[j] = True
-    return keep
-
-def name_windows(text: str, window: int = 3) -> list[tuple[int, int]]:
-    "Character spans of the runs of words within `window` words of a capitalised census name."
-    toks = list(_TOKEN.finditer(text))
-    return [(toks[i].start(), toks[j].end()) for i, j in _runs(_near_names(toks, window))]
-
-def blank_non_names(text: str, gazetteer: bool = False, window: int = 3) -> str:
-    "Same-length text where what cannot be (or yield) a name is `x`s: what NER gets to see."
-    text = _NOT_NAME_RUN.sub(lambda m: "x" * len(m.group()), text)
-    if not gazetteer:
-        return text
-    toks = list(_TOKEN.finditer(text))
-    out = list(text)
-    for i, j in _runs([not k for k in _near_names(toks, window)]):   # each run of other words, spaces included
-        out[toks[i].start():toks[j].end()] = "x" * (toks[j].end() - toks[i].start())
-    return "".join(out)
-
-@functools.cache
-def census_names() -> frozenset[str]:
-    "Lower-cased US census first names and surnames (from the `names` package's data files)."
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.find_spec("names")
-    if spec is None:
-        raise ImportError("the name gazetteer needs the 'names' package (pip install names==0.3.0)")
-    folder = Path(spec.origin).parent
-    return frozenset(line.split(None, 1)[0].lower() for f in ("dist.male.first", "dist.female.first", "dist.all.last")
-                     for line in (folder / f).read_text().splitlines() if line.strip())
-
-def _cue_recognizer():
-    "PERSON after a greeting, thanks or title: the single first names NER tends to miss."
-    import regex
-    from presidio_analyzer import Pattern, PatternRecognizer
-    name = r"[A-Z][a-z]+(?:\s[A-Z][a-z]+){0,2}\b"
-    greeting = r"(?<=\b(?i:hi|hello|hey|dear),?\s{1,3})" + name + r"(?=\s*[,.!?;:]|\s*$)"   # "Hi Priya," not "Hello, How do I"
-    thanks = r"(?<=\b(?i:thanks|thank you|cheers),\s{1,3})" + name + r"(?=\s*[,.!?;:]|\s*$)"
-    title = r"(?<=\b(?:Mr|Mrs|Ms|Dr|Prof)\.?\s{1,3})" + name
-    return PatternRecognizer(supported_entity="PERSON", name="PersonCueRecognizer", global_regex_flags=regex.MULTILINE,  # not 0: falsy means IGNORECASE
-                             patterns=[Pattern(f"cue_{n}", rx, 0.6) for n, rx in
-                                       [("greeting", greeting), ("thanks", thanks), ("title", title)]])
-
-def _secret_recognizers() -> list:
-    "Pattern recognizers for secrets Presidio has no recognizer for."
-    import regex
-    from presidio_analyzer import Pattern, PatternRecognizer
-    cs = regex.DOTALL | regex.MULTILINE                      # case-sensitive: key prefixes are exact
-    spec = {
-        "AWS_ACCESS_KEY": ([r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"], cs),
-        "GITHUB_TOKEN": ([r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b", r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b"], cs),
-        "BEARER_TOKEN": ([r"(?<=\b[Bb]earer\s{1,4})[A-Za-z0-9\-._~+/]{16,}=*",
-                          r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"], cs),
-        "PRIVATE_KEY": ([r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"], cs),
-    }
-    return [PatternRecognizer(supported_entity=ent, name=f"{ent.title()}Recognizer", global_regex_flags=flags,
-                              patterns=[Pattern(f"{ent.lower()}_{i}", rx, 0.9) for i, rx in enumerate(rxs)])
-            for ent, (rxs, flags) in spec.items()]
-
-_PUNCT_TOKEN = re.compile(r"[^\w\s]+")
-_DIGIT = re.compile(r"\d")
-PHONE_CONTEXT = ["phone", "telephone", "tel", "number", "cell", "cellphone", "mobile", "call", "ring", "text", "sms",
-                 "whatsapp", "line", "fax", "reach"]
-_PHONE_CUE = re.compile(r"\b(?:" + "|".join(w for w in PHONE_CONTEXT if w not in ("number", "reach")) +
-                        r")(?:s|ed|ing)?\b", re.I)     # "number" alone is too weak: tracking, account, order numbers
-
-def phone_windows(text: str, min_digits: int = 6, margin: int = 4) -> list[tuple[int, int]]:
-    "Stretches of `text` that can hold a phone number: runs of tokens with a digit (or of punctuation only) holding `min_digits`+ digits, `margin` tokens either side, merged where they touch."
-    toks = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
-    numeric = [bool(_DIGIT.search(text, s, e)) or bool(_PUNCT_TOKEN.fullmatch(text, s, e)) for s, e in toks]
-    spans: list[list[int]] = []
-    for i, j in _runs(numeric):
-        if len(_DIGIT.findall(text, toks[i][0], toks[j][1])) >= min_digits:
-            a, b = max(0, i - margin), min(len(toks) - 1, j + margin)
-            if spans and a <= spans[-1][1] + 1:
-                spans[-1][1] = b
-            else:
-                spans.append([a, b])
-    return [(toks[a][0], toks[b][1]) for a, b in spans]
-
-def _phone_recognizer(regions: list[str], possible_score: float = 0.1, shaped_score: float = 0.5):
-    "Presidio's PhoneRecognizer run on `phone_windows` only, plus a second tier: numbers of a possible length that fail validation (the UK's 07700 900xxx range reserved for fiction, unallocated area codes) at `possible_score`, which only Presidio's context words ('call', 'mobile', ...) lift over the threshold, or at `shaped_score` when grouped like a phone number (`phone_shaped`)."
-    import phonenumbers
-    from presidio_analyzer import EntityRecognizer
-    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
-    class WindowedPhoneRecognizer(PhoneRecognizer):
-        def analyze(self, text, entities, nlp_artifacts=None):
-            results = []
-            for s, e in phone_windows(text):
-                window = text[s:e]
-                found = super().analyze(window, entities, nlp_artifacts)
-                cue = _PHONE_CUE.search(text, max(0, s - 40), e) is not None
-                shapes = [m for m in _PHONE_SHAPE.finditer(window)    # grouped like a number, not found yet
-                          if not any(r.start < m.end() and m.start() < r.end for r in found)]
-                if (cue and not found) or shapes:                     # the possible-number tier
-                    for region in self.supported_regions:
-                        for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.POSSIBLE):
-                            if (len(_DIGIT.findall(m.raw_string)) < 7       # whole words only: not the tail of an id
-                                    or (m.start and window[m.start - 1].isalnum())
-                                    or (m.end < len(window) and window[m.end].isalnum())
-                                    or any(r.start < m.end and m.start < r.end for r in found)):
-                                continue
-                            shaped = phone_shaped(m.raw_string)
-                            if cue or shaped:
-                                r = self._get_recognizer_result(m, window, region, nlp_artifacts)
-                                r.score = shaped_score if shaped else possible_score
-                                found.append(r)
-                for r in found:
-                    if window.startswith("(0)", r.start) and (cc := _COUNTRY_CODE_BEFORE.search(window, 0, r.start)):
-                        r.start = cc.start()                     # "+44 (0)20 ...": the matcher starts at (0)
-                    r.start += s; r.end += s
-                results += found
-            return EntityRecognizer.remove_duplicates(results)
-    return WindowedPhoneRecognizer(supported_regions=tuple(regions), context=PHONE_CONTEXT)
-
 def build_analyzer(cfg: PIIConfig):
     "A Presidio AnalyzerEngine with only the recognizers `cfg.entities` needs."
     _offline_tldextract()
     from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+    from presidio_analyzer.nlp_engine import NerModelConfiguration
     from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer,
                                                           IpRecognizer, SpacyRecognizer,
                                                           UsSsnRecognizer)
+    from llm_platform.safety.recognizers import BlankingSpacyNlpEngine, WindowedPhoneRecognizer
+    from llm_platform.safety.recognizers import cue_recognizer, private_email_recognizer, secret_recognizers
     want = set(cfg.entities)
     mastercard_2series = Pattern("mastercard 2-series", r"\b2(?:2[2-9]\d|[3-6]\d{2}|7[01]\d|720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3)
-    recognizers = [EmailRecognizer(), _private_email_recognizer(), _phone_recognizer(cfg.phone_regions),
+    recognizers = [EmailRecognizer(), private_email_recognizer(), WindowedPhoneRecognizer(cfg.phone_regions),
                    CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, mastercard_2series]),
                    UsSsnRecognizer(), IbanRecognizer(), IpRecognizer(),
-                   *_secret_recognizers()]
+                   *secret_recognizers()]
     model = cfg.spacy_model if "PERSON" in want else None
     if model:
-        recognizers += [SpacyRecognizer(supported_entities=["PERSON"]), _cue_recognizer()]
+        recognizers += [SpacyRecognizer(supported_entities=["PERSON"]), cue_recognizer()]
     registry = RecognizerRegistry(recognizers=[r for r in recognizers if want & set(r.supported_entities)])
     context_words = frozenset(w.lower() for r in registry.recognizers for w in r.context or [])
-    class BlankingSpacyNlpEngine(SpacyNlpEngine):
-        "NER reads the blanked text; tokens and lemmas (Presidio's context words) come from the original."
-        tokenizer = _spacy_pipeline(None)
-        def process_text(self, text, language):
-            from spacy.util import filter_spans
-            self._bound_vocab(language)
-            words = blank_non_names(text)              # context words intact; numbers and keys are x-runs
-            doc = self.tokenizer(words)               # (unique numbers would each cost a new spaCy lexeme)
-            if model:                                  # NER reads each name window as its own short doc,
-                spans = name_windows(words, cfg.ner_window) if cfg.name_gazetteer else [(0, len(words))]
-                found = [(s + e.start_char, s + e.end_char, e.label_)
-                         for (s, _), ner in zip(spans, self.nlp[language].pipe([words[s:e] for s, e in spans]))
-                         for e in ner.ents]            # in one batch: the parser steps through them side by side
-                ents = [doc.char_span(a, b, label=label, alignment_mode="expand") for a, b, label in reread_names(words, found)]
-                doc.ents = filter_spans([e for e in ents if e is not None])
-            return self._doc_to_nlp_artifact(doc, language)
-        def is_stopword(self, word, language):
-            "spaCy's stop words, except context words: Presidio skips stop words as context, and 'call' is one."
-            from spacy.lang.en.stop_words import STOP_WORDS
-            return word in STOP_WORDS and word not in context_words
-        def _bound_vocab(self, language):
-            "spaCy keeps every string it has seen: swap in a fresh pipeline before memory grows without bound."
-            base = self.__dict__.setdefault("_base", {})
-            for key, nlp in [("tok", self.tokenizer), ("ner", self.nlp[language] if model else None)]:
-                if nlp is None:
-                    continue
-                n = len(nlp.vocab.strings)
-                if n - base.setdefault((key, id(nlp)), n) > cfg.max_vocab_strings:   # growth since it was built
-                    fresh = _build_pipeline(None if key == "tok" else model)          # ~0.1 s / ~0.4 s
-                    if key == "tok":
-                        self.tokenizer = fresh
-                    else:
-                        self.nlp[language] = fresh
-    nlp_engine = BlankingSpacyNlpEngine(models=[{"lang_code": "en", "model_name": model or "blank:en"}],
-                                ner_model_configuration=NerModelConfiguration(
+    nlp_engine = BlankingSpacyNlpEngine(model, context_words, cfg.ner_window, cfg.name_gazetteer, cfg.max_vocab_strings,
+                                        ner_model_configuration=NerModelConfiguration(
                                     model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
                                     labels_to_ignore=["ORG", "GPE", "LOC", "DATE", "TIME", "NORP", "FAC", "CARDINAL",
                                                       "MONEY", "PERCENT", "ORDINAL", "QUANTITY", "EVENT", "LAW",
                                                       "LANGUAGE", "PRODUCT", "WORK_OF_ART"]))
-    nlp_engine.nlp = {"en": _spacy_pipeline(model)}
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+
+# %% ../../nbs/50_safety_pii.ipynb #d58cb895
+# The recognizers' public names, importable from here as before they had a module of their own.
+_FROM_RECOGNIZERS = frozenset({"name_windows", "blank_non_names", "census_names", "census_first_names", "place_names",
+                               "PHONE_CONTEXT", "phone_windows", "phone_shaped", "PLACE_WORDS", "PLACE_PREFIXES",
+                               "LEAD_WORDS", "NAMEISH", "reread_names"})
+
+def __getattr__(name: str):
+    "Names of `safety.recognizers`, loaded on first use: importing Presidio takes ~7 s, a `PIIConfig` should not."
+    if name in _FROM_RECOGNIZERS:
+        from llm_platform.safety import recognizers
+        return getattr(recognizers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/50_safety_pii.ipynb #7e590b74
 _NOT_PII_BEFORE = re.compile(r"(?:\b(?:version|ver|v|build|release|rev|order|invoice|ticket|ref|reference|id|sku|"
                              r"tracking|item|no|case|po|serial|s/n|sn|part|model|lot|batch)\b\.?\s*(?:no\.?|number|#|:)?\s*[#:]?\s*)$", re.I)
+
 _DATE = re.compile(r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})$")
+
 _NUMERIC = {"PHONE_NUMBER", "US_SSN", "IP_ADDRESS"}
+
 _IBANISH = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4})+ ?$")
+
 _NAME = re.compile(r"^[^\W\d_][\w'.-]*(?:\s[^\W\d_][\w'.-]*){0,3}$")
+
 PRIORITY = ("PRIVATE_KEY", "AWS_ACCESS_KEY", "GITHUB_TOKEN", "BEARER_TOKEN", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
             "EMAIL_ADDRESS", "IP_ADDRESS", "PHONE_NUMBER", "PERSON")
 
 def is_lookalike(text: str, entity: str, start: int, end: int, gazetteer: bool = True) -> bool:
     "True for a number that is a date or follows a version/order/ticket label, or a PERSON that is not name-like."
+    from llm_platform.safety.recognizers import census_names, is_stop_word
     value = text[start:end]
     if entity == "PERSON":
         words = value.split()
         if not _NAME.match(value) or not any(w[0].isupper() for w in words) or (len(words) == 1 and value.isupper()):
             return True
-        if _stopword(words[0]):                                 # "How", "Can", "What" opening a sentence
+        if is_stop_word(words[0]):                                 # "How", "Can", "What" opening a sentence
             return True
         return gazetteer and not any(w.strip(".'").lower() in census_names() for w in words)
     if entity not in _NUMERIC:
@@ -323,10 +139,6 @@ def _from_cue(result) -> bool:
     "A greeting/title cue is evidence enough: such names skip the gazetteer (it misses many non-US first names)."
     return (result.recognition_metadata or {}).get("recognizer_name") == "PersonCueRecognizer"
 
-def _stopword(word: str) -> bool:
-    from spacy.lang.en.stop_words import STOP_WORDS
-    return word.lower() in STOP_WORDS
-
 def drop_overlaps(results: list) -> list:
     "Keep one finding per overlapping group: the earliest type in PRIORITY, then the longest span."
     rank = {e: i for i, e in enumerate(PRIORITY)}
@@ -335,111 +147,6 @@ def drop_overlaps(results: list) -> list:
         if all(r.end <= k.start or k.end <= r.start for k in kept):
             kept.append(r)
     return sorted(kept, key=lambda r: r.start)
-
-# %% ../../nbs/50_safety_pii.ipynb #e13a0c02
-# Numbers written the way people write phone numbers: an international number in groups, a North American
-# (NXX) NXX-XXXX / NXX-NXX-XXXX / NXX.NXX.XXXX, or a UK national number in three groups.
-_PHONE_SHAPE = re.compile(r"(?<![\w.+-])(?:\+\d{1,3}(?:[ .-]?\(0\))?[ .-]?\(?\d{1,4}\)?(?:[ .-]\d{2,4}){1,4}"
-                          r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4}"
-                          r"|\(?0\d{2,4}\)?[ .-]\d{3,4}[ .-]\d{3,4})(?![\w-]|[. ]\d)")   # whole numbers only
-_COUNTRY_CODE_BEFORE = re.compile(r"\+\d{1,3}[ .-]?$")
-
-def phone_shaped(raw: str) -> bool:
-    "Whether `raw` is grouped like a phone number (so a possible but unallocated number counts without a phone word)."
-    return _PHONE_SHAPE.fullmatch(raw.strip()) is not None
-
-def _private_email_recognizer(score: float = 0.8):
-    "E-mail on private top-level domains (RFC 6762 `.local`, RFC 8375 `.home.arpa`, ICANN's `.internal`, and the usual `.corp`, `.lan`, ...), which Presidio's recognizer drops: they are not public suffixes."
-    from presidio_analyzer import Pattern, PatternRecognizer
-    tlds = "internal|local|localdomain|corp|lan|home\\.arpa|home|intranet|private|test"
-    rx = rf"\b[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9-]+\.)+(?:{tlds})(?![\w-]|\.\w)"
-    return PatternRecognizer(supported_entity="EMAIL_ADDRESS", name="PrivateEmailRecognizer",
-                             patterns=[Pattern("email_private_tld", rx, score)])
-
-# Words that end a "name" that is no person: the second word of a place (Virginia Beach, Lincoln Park, Victoria
-# Station) or of a product (Orbit Mail, Acme Drive) ...
-PLACE_WORDS = frozenset("""beach park parks hill hills heights station street st avenue ave road rd square city town falls
-    springs valley lake lakes river bay harbor harbour island islands airport center centre college university tech
-    county bridge creek grove gardens hole cross wharf point port village junction terminal mall plaza arbor haven
-    ridge woods forest mountain mountains canyon shores coast court
-    mail drive notes cloud app apps pay box hub lab labs studio suite pro plus desk docs sheets maps music store
-    bank health air max mini vault sync""".split())
-# ... and words that start one (Santa Monica, Fort Worth, New Haven)
-PLACE_PREFIXES = frozenset("santa san los las st saint fort mount mt port new north south east west upper lower great "
-                           "little palm long salt cape el la le northern southern eastern western central greater".split())
-# Words that stand before a name without being part of it, or before a UI element that NER reads as one
-# ("Tell Jackson Fuller", "toggle Dark Theme", "Click Share").
-LEAD_WORDS = frozenset("""tell ask call email mail ping thank thanks hi hello hey dear cc bcc send loop invite remind forward
-    meet welcome please contact message text ring notify congrats sorry ok okay yes no sure great cheers
-    click tap toggle choose select enable disable press pick open restart go use try add share""".split())
-_UI_VERBS = frozenset("click tap toggle choose select enable disable press pick open".split())
-_PERSON_VERBS = frozenset("ask tell ping cc thank thanks remind invite dear hi hello hey".split())   # "Ask Kenji"
-_WORD = re.compile(r"[A-Z][a-z]+(?:['-][A-Z]?[a-z]+)*")
-
-@functools.cache
-def census_first_names() -> frozenset[str]:
-    "Lower-cased US census first names only (a subset of `census_names`)."
-    import importlib.util
-    from pathlib import Path
-    folder = Path(importlib.util.find_spec("names").origin).parent
-    return frozenset(line.split(None, 1)[0].lower() for f in ("dist.male.first", "dist.female.first")
-                     for line in (folder / f).read_text().splitlines() if line.strip())
-
-@functools.cache
-def place_names() -> frozenset[str]:
-    "Lower-cased names of countries and their subdivisions (pycountry: Hong Kong, North Carolina, Texas)."
-    import pycountry
-    return frozenset({c.name.lower() for c in pycountry.countries}
-                     | {c.common_name.lower() for c in pycountry.countries if hasattr(c, "common_name")}
-                     | {s.name.lower() for s in pycountry.subdivisions})
-
-def _can_start_name(word: str) -> bool:
-    "A capitalised word that may be a first name: not a stop word, lead word, weekday, month or place prefix."
-    low = word.lower()
-    return (_WORD.fullmatch(word) is not None and not _stopword(word) and low not in LEAD_WORDS
-            and low not in _CALENDAR and low not in PLACE_PREFIXES)
-
-def _full_name(first: str, last: str) -> bool:
-    "`first last` reads as a person: a capitalised word that may start a name, then a census surname that is no place or product word, the pair no country or region."
-    low = last.lower()
-    return (_can_start_name(first) and _WORD.fullmatch(last) is not None and low in census_names()
-            and low not in PLACE_WORDS and f"{first} {last}".lower() not in place_names())
-
-NAMEISH = ("PERSON", "ORG", "GPE", "NORP", "LOC", "FAC")
-
-def reread_names(text: str,                          # the text NER read
-                 ents: list[tuple[int, int, str]],   # NER's (start, end, label)
-                 ) -> list[tuple[int, int, str]]:
-    "NER's entities with person names put right: lead words trimmed off, a first name NER left out taken in, a full name NER called a place or organisation relabelled PERSON, a place or UI element called a person dropped."
-    out = []
-    for start, end, label in ents:
-        if label not in NAMEISH:
-            out.append((start, end, label)); continue
-        words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
-        while len(words) > 1 and text[words[0][0]:words[0][1]].lower() in LEAD_WORDS:
-            words = words[1:]                                        # "Tell Jackson Fuller" -> "Jackson Fuller"
-        start = words[0][0]
-        before = re.search(r"(\S+) $", text[max(0, start - 40):start])
-        prev = before.group(1) if before else ""
-        if prev.lower().strip(",;:") in _UI_VERBS:                   # "toggle Dark Theme", "click Share"
-            continue
-        after = re.match(r" ([A-Z][\w'-]*)", text[end:end + 40])
-        if len(words) == 1 and prev and _full_name(prev, text[start:end]):
-            start -= len(prev) + 1                                   # "Temitope Lindgren": NER had the surname only
-            words = [(start, start + len(prev))] + words
-        elif len(words) == 1 and after and _full_name(text[start:end], after.group(1)):
-            end += len(after.group(0))                               # "Camden Warren": NER had "Camden" (GPE)
-            words.append((end - len(after.group(1)), end))
-        parts = [text[s:e].rstrip(".,;:!?") for s, e in words]
-        if (parts[-1].lower() in PLACE_WORDS or parts[0].lower() in PLACE_PREFIXES
-                or (len(parts) > 1 and " ".join(parts).lower() in place_names())):
-            continue                                                 # "Victoria Station", "Santa Monica", "Hong Kong"
-        person_verb = prev.lower().strip(",") in _PERSON_VERBS and len(parts) == 1 and _can_start_name(parts[0])
-        if label != "PERSON" and not (len(parts) == 2 and _full_name(*parts)) and not person_verb:
-            out.append((start, end, label)); continue
-        out.append((start, end, "PERSON"))
-    return out
-
 
 # %% ../../nbs/50_safety_pii.ipynb #a67cfb9f
 @dataclass
@@ -512,6 +219,7 @@ class PIIEngine:
         return self.deanonymizer.deanonymize(text=masked.text, entities=enc,
                                              operators={"DEFAULT": OperatorConfig("decrypt", {"key": self._key()})}).text
 
+# %% ../../nbs/50_safety_pii.ipynb #a7f077ef
 @functools.cache
 def default_engine() -> PIIEngine:
     "One engine with the default config, shared by the data-validator hook."

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..core import get_logger
 from ..data.chat import check_messages
-from .sft import common_arguments, finish_training, progress_callback, start_run
+from .common import common_arguments, finish_training, progress_callback, start_run
 
 log = get_logger("train.dpo")
 

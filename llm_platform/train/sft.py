@@ -6,21 +6,19 @@
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
 import time
 from pathlib import Path
 
-from ..config import TrainConfig, dump_config
-from ..core import get_logger, seed_everything, set_torch_threads
+from ..config import TrainConfig
+from ..core import get_logger
+from .common import common_arguments, finish_training, progress_callback, start_run, world
+# callers imported these from here before train.common held them
+from .common import device_metrics, find_resume_checkpoint, plot_loss_curve, run_fingerprint, torch_bf16_ok  # noqa: F401
 
 log = get_logger("train")
 
 # %% auto #0
-__all__ = ['log', 'select_backend', 'import_unsloth_first', 'world', 'load_for_training', 'progress_callback', 'run_fingerprint',
-           'find_resume_checkpoint', 'common_arguments', 'sft_arguments', 'start_run', 'torch_bf16_ok', 'train_sft',
-           'finish_training', 'device_metrics', 'plot_loss_curve']
+__all__ = ['log', 'select_backend', 'import_unsloth_first', 'load_for_training', 'sft_arguments', 'train_sft']
 
 # %% ../../nbs/20_train_sft.ipynb #86775723
 def select_backend(setting: str = "auto", # TrainConfig.unsloth: auto | never | always
@@ -43,11 +41,6 @@ def import_unsloth_first():
     if late:
         log.warning("%s imported before unsloth: some of unsloth's patches may not apply", ", ".join(late))
     import unsloth  # noqa: F401
-
-def world() -> tuple[int, int, int]:
-    "(rank, local world size, world size) of this process; (0, 1, 1) outside torchrun."
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-            int(os.environ.get("WORLD_SIZE", 1)))
 
 # %% ../../nbs/20_train_sft.ipynb #28fd4de3
 def load_for_training(model_path: Path, cfg: TrainConfig, backend: str, max_length: int, dtype: str = "float32"):
@@ -88,86 +81,7 @@ def load_for_training(model_path: Path, cfg: TrainConfig, backend: str, max_leng
                           target_modules=lora.target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, peft_cfg), tok
 
-# %% ../../nbs/20_train_sft.ipynb #c1b456e4
-def progress_callback():
-    "A `TrainerCallback` that logs step, loss, real tokens/s and ETA at each logging step (rank 0 only)."
-    from transformers import TrainerCallback
-
-    class ProgressLog(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            self.t0, self.step0, self.tok0 = time.perf_counter(), state.global_step, state.num_input_tokens_seen
-            if state.is_world_process_zero:
-                log.info("training %d steps%s", state.max_steps,
-                         f" from step {state.global_step}" if state.global_step else "")
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or not state.is_world_process_zero or not state.max_steps:
-                return
-            if "eval_loss" in logs:
-                log.info("step %d: held-out loss %.4f", state.global_step, logs["eval_loss"])
-            if "loss" not in logs:
-                return
-            elapsed = time.perf_counter() - self.t0
-            done = (state.global_step - self.step0) / max(state.max_steps - self.step0, 1)
-            eta = elapsed / done * (1 - done) if done else float("nan")
-            log.info("step %d/%d (%3.0f%%) loss %.4f | %.0f tokens/s | %.0f s elapsed, ~%.0f s left",
-                     state.global_step, state.max_steps, 100 * state.global_step / state.max_steps, logs["loss"],
-                     (state.num_input_tokens_seen - self.tok0) / max(elapsed, 1e-9), elapsed, eta)
-    return ProgressLog()
-
-# %% ../../nbs/20_train_sft.ipynb #59bf0504
-_NOT_FINGERPRINTED = {"checkpoint", "logging_steps", "eval_steps", "torch_threads"}
-
-def run_fingerprint(cfg: TrainConfig, data_sha256: str) -> dict:
-    "What must match for a checkpoint to be resumed: the training config (minus bookkeeping) and the data hash."
-    return {"train": {k: v for k, v in dump_config(cfg).items() if k not in _NOT_FINGERPRINTED},
-            "data_sha256": data_sha256}
-
-def find_resume_checkpoint(ckpt_dir: Path, policy: str, fingerprint: dict) -> Path | None:
-    "The newest complete checkpoint to resume from, per `policy` (auto | never | require)."
-    ckpt_dir = Path(ckpt_dir)
-    found = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    complete = [p for p in found if (p / "trainer_state.json").exists()]
-    for p in found:
-        if p not in complete:
-            log.warning("%s is incomplete (no trainer_state.json; killed while saving?): ignored", p)
-    if policy == "never" and found:
-        raise FileExistsError(f"{ckpt_dir} holds checkpoints and train.checkpoint.resume=never: delete the "
-                              "folder to start from zero, or set resume=auto to continue")
-    if policy == "require" and not complete:
-        raise FileNotFoundError(f"train.checkpoint.resume=require but {ckpt_dir} has no complete checkpoint")
-    if not complete or policy == "never":
-        return None
-    saved_fp = ckpt_dir / "fingerprint.json"
-    if saved_fp.exists():
-        old = json.loads(saved_fp.read_text())
-        if old != fingerprint:
-            from llm_platform.config import flatten
-            a, b = flatten(old), flatten(fingerprint)
-            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-            raise ValueError(f"{ckpt_dir}: checkpoints come from a different config or data ({', '.join(diff)}); "
-                             "restore those settings, or delete the folder to start from zero")
-    return complete[0]
-
 # %% ../../nbs/20_train_sft.ipynb #0d235fc4
-def common_arguments(cfg: TrainConfig, out_dir: Path, has_eval: bool, cuda: bool) -> dict:
-    "TrainingArguments that SFT and DPO share: schedule, logging, evaluation, checkpoints, devices."
-    ck = cfg.checkpoint
-    return dict(
-        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        warmup_steps=cfg.warmup_ratio,                       # transformers 5: a float below 1 is a ratio
-        logging_first_step=True,
-        logging_steps=min(cfg.logging_steps, cfg.max_steps) if cfg.max_steps > 0 else cfg.logging_steps,
-        eval_strategy="steps" if has_eval and cfg.eval_steps else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps" if ck.every_steps else "no", save_steps=ck.every_steps or 500,
-        save_total_limit=ck.keep, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
-        bf16=cuda and torch_bf16_ok(), fp16=False, use_cpu=not cuda,
-        ddp_backend=None if cfg.distributed.backend == "auto" else cfg.distributed.backend,
-        gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, disable_tqdm=True)
-
 def sft_arguments(cfg: TrainConfig, out_dir: Path, max_length: int, has_eval: bool, cuda: bool):
     "trl `SFTConfig` for our recipe: fp32 on CPU, no gradient checkpointing, length-grouped padding-free batches."
     from trl import SFTConfig
@@ -176,18 +90,6 @@ def sft_arguments(cfg: TrainConfig, out_dir: Path, max_length: int, has_eval: bo
         max_length=None if cfg.padding_free else max_length,   # rows are already within max_length (data step)
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         padding_free=cfg.padding_free, include_num_input_tokens_seen="non_padding")
-
-def start_run(cfg: TrainConfig, out_dir: Path, data_sha256: str) -> tuple[int, dict, Path | None]:
-    "Common start of a training run: output folder, seed, this process's threads, the checkpoint to resume."
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    threads = set_torch_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // world()[1]))
-    fingerprint = run_fingerprint(cfg, data_sha256)
-    return threads, fingerprint, find_resume_checkpoint(out_dir / "checkpoints", cfg.checkpoint.resume, fingerprint)
-
-def torch_bf16_ok() -> bool:
-    import torch
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 def train_sft(cfg: TrainConfig,            # the train section of a pipeline config
               model_path: Path,            # base model folder (see `llm_platform.models.prepare_model`)
@@ -230,62 +132,3 @@ def train_sft(cfg: TrainConfig,            # the train section of a pipeline con
         trainer.evaluate()                                   # the held-out loss of the final weights
     return finish_training(trainer, model, tok, cfg, out_dir, result.training_loss, seconds, backend, threads,
                            resumed_from=int(resume_from.name.split("-")[-1]) if resume_from else None)
-
-# %% ../../nbs/20_train_sft.ipynb #f1c3df9a
-def finish_training(trainer, model, tok, cfg: TrainConfig, out_dir: Path, train_loss: float, seconds: float,
-                    backend: str, threads: int, resumed_from: int | None = None) -> dict:
-    "Save the adapter (or full model), history and loss curve; return the metrics."
-    history = trainer.state.log_history
-    losses = [h["loss"] for h in history if "loss" in h]
-    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    tokens = int(trainer.state.num_input_tokens_seen)
-    full = cfg.method == "full"
-    target = out_dir / ("model" if full else "adapter")
-    metrics = {"method": cfg.method, "backend": backend, "torch_threads": threads,
-               "processes": trainer.accelerator.num_processes, "steps": trainer.state.global_step,
-               "resumed_from_step": resumed_from, "train_loss": float(train_loss),
-               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
-               "last_eval_loss": evals[-1] if evals else None, "train_seconds": round(seconds, 2),
-               "tokens_seen": tokens, "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-               "output_kind": "model" if full else "adapter", ("model_dir" if full else "adapter_dir"): str(target),
-               **device_metrics()}
-    if not math.isfinite(metrics["train_loss"]):
-        raise RuntimeError(f"training diverged: loss={metrics['train_loss']}; lower train.learning_rate")
-    if trainer.is_world_process_zero():
-        tmp = target.with_name(target.name + ".partial"); shutil.rmtree(tmp, ignore_errors=True)
-        trainer.model.save_pretrained(tmp); tok.save_pretrained(tmp)
-        shutil.rmtree(target, ignore_errors=True); tmp.rename(target)
-        (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
-        (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
-        plot_loss_curve(history, out_dir / "loss_curve.png", cfg.method)
-        log.info("trained %d steps in %.1f s: %d real tokens, %.1f tokens/s, loss %s -> %s", metrics["steps"],
-                 seconds, tokens, metrics["tokens_per_second"] or 0, metrics["first_logged_loss"],
-                 metrics["last_logged_loss"])
-    return metrics
-
-def device_metrics() -> dict:
-    "Where training ran: the torch.distributed backend (nccl, gloo, or none), and on CUDA the GPU and its peak memory."
-    import torch
-    import torch.distributed as dist
-    out = {"dist_backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None}
-    if torch.cuda.is_available():
-        out |= {"gpu": torch.cuda.get_device_name(), "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-                "peak_gpu_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
-    return out
-
-def plot_loss_curve(history: list[dict], path: Path, title: str = "training") -> Path | None:
-    "Training (and held-out, when evaluated) loss per step, as a PNG."
-    points = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    if not points:
-        return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*points), marker="o", label="train")
-    if evals := [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]:
-        ax.plot(*zip(*evals), marker="s", label="held-out")
-    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_title(title); ax.grid(alpha=0.3); ax.legend()
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
