@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from typer.testing import CliRunner
 
-from llm_platform.security.audit import AuditLog, audit_app, scrub_text, verify_log
-from llm_platform.security.auth import APIKeyStore, AuthError, JWTConfig, JWTKey, JWTKeySet, jwt_key_from_pem, keys_app
+from llm_platform.cli.safety import audit_app, keys_app
+from llm_platform.security.audit import AuditLog, scrub_text, verify_log
+from llm_platform.security.auth import APIKeyStore, AuthError, JWTConfig, JWTKey, JWTKeySet, jwt_key_from_pem
 from llm_platform.security.crypto import (
     CryptoConfig,
     DecryptError,

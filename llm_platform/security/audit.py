@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-
 # %% auto #0
-__all__ = ['GENESIS', 'audit_app', 'scrub_text', 'scrub', 'AuditLog', 'append_from_pipe', 'AuditReport', 'verify_log',
-           'audit_verify']
+__all__ = ['GENESIS', 'scrub_text', 'scrub', 'AuditLog', 'append_from_pipe', 'AuditReport', 'verify_log']
 
 # %% ../../nbs/56_security_audit.ipynb #fe126634
 _SECRET_FIELD = re.compile(r"(?:^|[_-])(?:pass(?:word|wd)?|secret|token|api[_-]?key|authorization|cookie|credentials?|"
@@ -193,21 +190,3 @@ def verify_log(path: str | Path, key_env: str | None = "LLM_PLATFORM_AUDIT_KEY")
         if h["lines"] == n and h["sha256"] != prev:
             return AuditReport(False, n, n, "last line differs from the head file's hash")
     return AuditReport(True, n)
-
-# %% ../../nbs/56_security_audit.ipynb #91a3bb83
-audit_app = typer.Typer(help="Audit log: verify the hash chain.", no_args_is_help=True)
-
-@audit_app.callback()
-def _audit():
-    "Audit log commands (a callback keeps `verify` a subcommand even while it is the only one)."
-
-@audit_app.command("verify")
-def audit_verify(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="audit JSONL"),
-                 key_env: str = typer.Option("LLM_PLATFORM_AUDIT_KEY", help="env var with the HMAC key, if one was used")):
-    "Exit 0 when intact; else print FILE:LINE: reason and exit 1."
-    r = verify_log(file, key_env)
-    if r.ok:
-        typer.echo(f"{file}: {r}")
-    else:
-        typer.echo(f"{file}:{r.bad_line}: {r.reason}", err=True)
-        raise typer.Exit(1)

@@ -5,7 +5,6 @@
 # %% ../../nbs/55_security_auth.ipynb #55ba2687
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -18,15 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
-import typer
 from filelock import FileLock
 from pydantic import BaseModel, Field
 
 from ..config import Strict
 
 # %% auto #0
-__all__ = ['keys_app', 'STORE_OPT', 'JWTConfig', 'AuthConfig', 'AuthError', 'APIKeyRecord', 'APIKeyStore', 'JWTKey',
-           'jwt_key_from_pem', 'JWTKeySet', 'keys_create', 'keys_list', 'keys_revoke']
+__all__ = ['JWTConfig', 'AuthConfig', 'AuthError', 'APIKeyRecord', 'APIKeyStore', 'JWTKey', 'jwt_key_from_pem', 'JWTKeySet']
 
 # %% ../../nbs/55_security_auth.ipynb #dd047648
 class JWTConfig(Strict):
@@ -193,39 +190,3 @@ class JWTKeySet:
         if scope is not None and scope not in claims.get("scope", "").split():
             raise AuthError(f"token lacks scope {scope!r}")
         return claims
-
-# %% ../../nbs/55_security_auth.ipynb #7b9b1828
-keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
-STORE_OPT = typer.Option("runs/auth/api_keys.json", "--store", help="key store (JSON)")
-
-@keys_app.command("create")
-def keys_create(name: str = typer.Argument(..., help="who or what the key is for"),
-                scope: list[str] = typer.Option(["chat"], "--scope", help="repeat for several; * for all"),
-                ttl_days: float = typer.Option(90, help="days until expiry; 0: never"),
-                tenant: str = typer.Option(None, help="tenant the key's usage belongs to"),
-                model: list[str] = typer.Option(["*"], "--model", help="served model the key may call; repeat; * for all"),
-                tier: str = typer.Option(None, help="gateway limit tier (configs/serving/gateway.yaml auth.tiers)"),
-                store: str = STORE_OPT):
-    "Create a key and print it once; only its hash is stored."
-    key, rec = APIKeyStore(store).create(name, scope, ttl_days or None, tenant, model, tier)
-    typer.echo(key)
-    typer.echo(f"id {rec.id} scopes {','.join(rec.scopes)} (the key is not stored; keep it now)", err=True)
-
-@keys_app.command("list")
-def keys_list(store: str = STORE_OPT):
-    "Ids, names, scopes and state; never keys or hashes."
-    now = _now()
-    for r in APIKeyStore(store).list():
-        state = ("revoked" if r.revoked_at else "expired" if r.expires_at and r.expires_at <= now else "active")
-        exp = dt.datetime.fromtimestamp(r.expires_at, dt.UTC).strftime("%Y-%m-%d") if r.expires_at else "never"
-        typer.echo(f"{r.id}  {state:8} expires {exp}  scopes {','.join(r.scopes)}  models {','.join(r.models)}  "
-                   f"tenant {r.tenant or '-'}  tier {r.tier or 'default'}  {r.name}")
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: str, store: str = STORE_OPT):
-    "Revoke a key by its id."
-    try:
-        APIKeyStore(store).revoke(key_id)
-    except KeyError as e:
-        typer.echo(str(e).strip("'\""), err=True); raise typer.Exit(1) from None
-    typer.echo(f"revoked {key_id}")

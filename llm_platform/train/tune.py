@@ -9,13 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from ..config import SearchSpaceConfig, TrainConfig, dump_config
+from ..config import PipelineConfig, SearchSpaceConfig, TrainConfig, dump_config
 from ..core import get_logger, open_mlflow, write_json
 
 log = get_logger("train.tune")
 
 # %% auto #0
-__all__ = ['log', 'apply_params', 'suggest_params', 'base_params', 'pruning_callback', 'tune']
+__all__ = ['log', 'apply_params', 'suggest_params', 'base_params', 'pruning_callback', 'tune', 'tune_pipeline']
 
 # %% ../../nbs/24_train_tune.ipynb #061ed493
 def apply_params(cfg: TrainConfig, params: dict) -> TrainConfig:
@@ -147,3 +147,24 @@ def tune(base: TrainConfig,               # starting point; the space replaces s
     finally:
         if parent:
             mlflow.end_run()
+
+# %% ../../nbs/24_train_tune.ipynb #9b3d6f20
+def tune_pipeline(cfg: PipelineConfig,               # model, data, train, mlflow, runs_dir
+                  space: SearchSpaceConfig,           # knobs, trials, pruner
+                  out_dir: Path | None = None,        # study folder (default: <runs_dir>/tune-<id>); reuse it to continue
+                  ) -> dict:
+    "Prepare the config's model and data, then run the study over its `train` section; returns `tune`'s summary."
+    from transformers import AutoTokenizer
+
+    from llm_platform.core import new_run_id, resolve_path
+    from llm_platform.data.chat import read_jsonl
+    from llm_platform.data.prepare import prepare_dataset
+    from llm_platform.models import prepare_model
+    out_dir = resolve_path(out_dir or Path(cfg.runs_dir) / new_run_id("tune"))
+    model_dir = prepare_model(cfg.model)
+    data = out_dir / "data"
+    if not (data / "train.tokens.jsonl").exists():
+        prepare_dataset(cfg.data, AutoTokenizer.from_pretrained(model_dir), data)
+    return tune(cfg.train, space, model_dir, read_jsonl(data / "train.tokens.jsonl"), read_jsonl(data / "val.tokens.jsonl"),
+                out_dir, cfg.data.max_length, cfg.model.dtype,
+                cfg.mlflow.tracking_uri if cfg.mlflow.enabled else None, cfg.mlflow.experiment)
