@@ -266,6 +266,20 @@ def test_no_cache_and_bad_force_from_the_cli(tiny_run):
     assert r.exit_code != 0 and "02_trian" in r.output
 
 
+
+def test_pipeline_show_prints_each_steps_own_headline(tiny_run):
+    from typer.testing import CliRunner
+
+    from llm_platform.cli import app
+    r = CliRunner().invoke(app, ["pipeline", "show", tiny_run["run_id"], "--runs-dir", str(tiny_run["runs_dir"])],
+                           env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    for step in STEPS:
+        line = next(ln for ln in r.output.splitlines() if step in ln)
+        assert "ok" in line and read_json(tiny_run["run_dir"] / step / "metrics.json")["headline"] in line, line
+    missing = CliRunner().invoke(app, ["pipeline", "show", "no-such-run", "--runs-dir", str(tiny_run["runs_dir"])])
+    assert missing.exit_code == 1 and "no such run" in missing.output
+
 def test_step_config_covers_what_each_step_notebook_reads():
     "STEP_CONFIG must name every config section a step notebook touches, else the cache could hit wrongly."
     import re

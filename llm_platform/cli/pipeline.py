@@ -41,25 +41,15 @@ def pipeline_run(config: Path = typer.Option(Path("configs/pipelines/demo.yaml")
                             title="pipeline"))
     print(info["run_id"])
 
-def _headline(step: str, m: dict) -> str:
-    "One line of a step's metrics for `pipeline show`."
-    if step == "01_data":
-        return " / ".join(f"{k} {v}" for k, v in m["splits"].items()) + f" / rejected {m['rejected']}"
-    if step == "02_train":
-        return (f"{m.get('method', 'lora')}: loss {m['first_logged_loss']:.3f} -> {m['last_logged_loss']:.3f}, "
-                f"{m['tokens_per_second']} tok/s ({m['backend']}, {m.get('processes', 1)} process(es))")
-    if step == "03_evaluate":
-        return f"held-out loss {m['base']['loss']:.3f} -> {m['tuned']['loss']:.3f}"
-    return m.get("model_dir", "")
-
 @pipeline_app.command("show")
 @cli_errors
-def pipeline_show(run_id: str):
-    "Each step's status and headline metrics for a run."
+def pipeline_show(run_id: str,
+                  runs_dir: str = typer.Option("runs", help="where the run's folder is (the config's runs_dir)")):
+    "Each step's status and headline (the line the step wrote in its manifest) for a run."
     from llm_platform.core import read_json
     from llm_platform.pipeline import find_run
-    info = find_run(run_id)
-    run_dir = resolve_path("runs") / run_id
+    info = find_run(run_id, runs_dir)
+    run_dir = resolve_path(runs_dir) / run_id
     table = Table("step", "status", "seconds", "headline")
     for step in load_config(info["config_path"], info["overrides"]).steps:
         path = run_dir / step / "metrics.json"
@@ -69,5 +59,5 @@ def pipeline_show(run_id: str):
         m = read_json(path)
         reused = info.get("reused_from", {}).get(step)
         table.add_row(step, m["status"] + (f" (reused from {reused['run_id']})" if reused else ""), str(m["seconds"]),
-                      _headline(step, m["metrics"]))
+                      m.get("headline", ""))      # a run from before steps wrote headlines: none
     Console().print(table)
