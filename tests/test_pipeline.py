@@ -156,6 +156,35 @@ def test_a_challenger_trained_on_bad_data_fails_the_gate_and_the_champion_stays(
     assert "champion" in versions[tiny_run["registered_version"]] and "challenger" in versions[info["registered_version"]]
 
 
+
+def test_a_challenger_as_good_as_the_champion_passes_is_promoted_and_rolls_back(tiny_run):
+    """End to end, after the bad-data case: the champion's recipe trained again (no step reused) is a new version
+    that passes 06_gate's non-inferiority tests against the champion (tiny_run's version) and becomes champion;
+    `registry rollback` puts tiny_run's version back. (Training the tiny random model longer makes it worse:
+    40 steps failed the gate on held-out loss and instruction following, as it should.)"""
+    from typer.testing import CliRunner
+
+    from llm_platform.cli import app
+    from llm_platform.registry.models import list_versions
+    uri = f"sqlite:///{tiny_run['runs_dir']}/mlflow.db"
+    ov = [*_overrides(tiny_run), "gate.limit=8"]
+    index = tiny_run["runs_dir"] / ".step_cache.json"
+    saved = index.read_bytes()          # the retrain indexes its steps: later tests reuse tiny_run's, as before
+    try:
+        info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"good-{uuid.uuid4().hex[:6]}", progress=False,
+                            use_cache=False)
+    finally:
+        index.write_bytes(saved)
+    assert info["registered_version"] not in (tiny_run["registered_version"], None)
+    gate, name, old = info["gate"], tiny_run["registered_model"], tiny_run["registered_version"]
+    assert gate["champion_before"] == old and gate["passed"] is True and gate["promoted"], gate
+    champion = lambda: [v.version for v in list_versions(name, uri) if "champion" in v.aliases]
+    assert champion() == [info["registered_version"]]
+    r = CliRunner().invoke(app, ["registry", "rollback", name, "--tracking-uri", uri, "--reason", "test: roll back",
+                                 "--audit", str(tiny_run["runs_dir"] / "registry" / "audit.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert champion() == [old] and f"champion -> version {old}" in " ".join(r.output.split())
+
 def test_failed_step_can_be_resumed(runs_dir, tmp_path):
     "A step that fails stops the run with a resume command; after the cause is fixed, resume finishes it."
     golden = tmp_path / "golden.jsonl"
