@@ -100,13 +100,18 @@ def open_step(name: str, config_path: str, overrides: list[str] | None, run_dir:
     log.info("step %s of run %s (config %s)", name, run_dir.name, getattr(cfg, "name", config_path))
     return StepContext(name, cfg, run_dir, out)
 
-def step_artifact(run_dir: Path, steps: list[str], role: str) -> str | None:
-    "The path that the last of `steps` (finished, in order) to declare an artifact `role` gave, else None."
+def _manifest_with(run_dir: Path, steps: list[str], role: str) -> dict | None:
+    "The manifest of the last of `steps` that declares an artifact `role` (e.g. `trained`: what to register)."
     for step in reversed(steps):
         path = Path(run_dir) / step / "metrics.json"
-        if path.exists() and (found := read_json(path).get("artifacts", {}).get(role)):
-            return found
+        if path.exists() and role in (m := read_json(path)).get("artifacts", {}):
+            return m
     return None
+
+def step_artifact(run_dir: Path, steps: list[str], role: str) -> str | None:
+    "The path that the last of `steps` (finished, in order) to declare an artifact `role` gave, else None."
+    m = _manifest_with(run_dir, steps, role)
+    return m["artifacts"][role] if m else None
 
 # %% ../nbs/90_pipeline.ipynb #5b88a079
 class PipelineStepError(RuntimeError):
@@ -207,14 +212,6 @@ def apply_gate(cfg: PipelineConfig, run_dir: Path, info: dict) -> dict:
         return out
     log.info("%s/%s is the champion (was %s)", name, version, move.previous or "none")
     return {**out, "promoted": True, "override": move.override, "audit_seq": move.audit_seq}
-
-def _manifest_with(run_dir: Path, steps: list[str], role: str) -> dict | None:
-    "The manifest of the last of `steps` that declares an artifact `role` (e.g. `trained`: what to register)."
-    for step in reversed(steps):
-        path = Path(run_dir) / step / "metrics.json"
-        if path.exists() and role in (m := read_json(path)).get("artifacts", {}):
-            return m
-    return None
 
 def _reused_registration(cfg: PipelineConfig, runs_dir: Path, info: dict) -> tuple[str, str] | None:
     """A reused training step is the model version its maker registered: (name, version) when that
