@@ -13,7 +13,7 @@ CONFIG ?= configs/pipelines/demo.yaml
 TUNE_CONFIG ?= configs/pipelines/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup llamacpp demo test export lab lint pipeline train train-distributed tune sync-check nbtest pytest system-deps bench clean
+.PHONY: help setup llamacpp demo test export lab lint pipeline optimize train train-distributed tune sync-check nbtest pytest system-deps bench clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ demo: setup      ## convert SmolLM2, run the pipeline, serve it (llama.cpp on a 
 
 pipeline: setup  ## run the papermill pipeline only (CONFIG=configs/pipelines/demo.yaml)
 	$(BIN)/llm-platform pipeline run --config $(CONFIG)
+
+optimize: setup llamacpp  ## the pipeline plus 07_optimize: variants judged on the task, report + challenger (OPT_CONFIG=configs/optimize/<name>.yaml)
+	$(BIN)/llm-platform optimize run --config $(CONFIG) $(if $(OPT_CONFIG),--optimize-config $(OPT_CONFIG))
 
 train: setup     ## data + training steps only (CONFIG=..., TRAIN=configs/training/<preset>.yaml optional)
 	$(BIN)/llm-platform train run --config $(CONFIG) $(if $(TRAIN),--train-config $(TRAIN))

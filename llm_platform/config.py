@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .core import find_project_root, resolve_path
 
 # %% auto #0
-__all__ = ['STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig', 'DataConfig',
-           'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig', 'SearchRange',
-           'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'LlamaCppSettings', 'ServingConfig',
-           'UIConfig', 'MLflowConfig', 'GateStepConfig', 'ExportStepConfig', 'PipelineConfig', 'config_kind',
-           'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
+__all__ = ['STEPS', 'DEFAULT_STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig',
+           'DataConfig', 'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig',
+           'SearchRange', 'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'LlamaCppSettings',
+           'ServingConfig', 'UIConfig', 'MLflowConfig', 'GateStepConfig', 'ExportStepConfig', 'OptimizeStepConfig',
+           'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
 class Strict(BaseModel):
@@ -283,7 +283,15 @@ class ExportStepConfig(Strict):
     golden: bool = True                              # serve each file; its greedy golden answers vs the fp32 model's
     log_files: bool = True                           # the GGUF files as MLflow artifacts beside the registered version
 
-STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate")
+class OptimizeStepConfig(Strict):
+    "The optimization step (`optimize.report`): variants of the merged model, measured, judged by a quality budget."
+    config: str = "configs/optimize/default.yaml"    # techniques, speed settings and budget (optimize.report.OptimizeConfig)
+    suites: str = "configs/evaluation/suites.yaml"   # the gate's suites, run on every variant
+    limit: int | None = Field(None, gt=0)            # first N items of each suite; None: the optimize config's
+    register: bool = True                            # register the chosen variant as a model version, alias `challenger`
+
+STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate", "07_optimize")
+DEFAULT_STEPS = STEPS[:-1]                           # 07_optimize runs when a config (or `optimize run`) asks for it
 
 class PipelineConfig(Strict):
     "One pipeline run: data -> train -> evaluate -> merge, then serve."
@@ -297,7 +305,8 @@ class PipelineConfig(Strict):
     mlflow: MLflowConfig = MLflowConfig()
     gate: GateStepConfig = GateStepConfig()
     export: ExportStepConfig = ExportStepConfig()
-    steps: list[Literal[STEPS]] = list(STEPS)       # which steps run, in order
+    optimize: OptimizeStepConfig = OptimizeStepConfig()
+    steps: list[Literal[STEPS]] = list(DEFAULT_STEPS)   # which steps run, in order
     runs_dir: str = "runs"
     kernel_name: str = "llm-platform"               # the Jupyter kernel `make setup` registers
     step_timeout_s: int | None = None               # papermill per-cell timeout
@@ -306,7 +315,8 @@ class PipelineConfig(Strict):
 # section owned by a capability module is named "module:Class" and imported on use.
 CONFIG_KINDS: dict[str, type[Strict] | str] = {
     "pipelines": PipelineConfig, "models": ModelConfig, "serving": ServingConfig, "ui": UIConfig,
-    "training": TrainConfig, "safety": "llm_platform.safety.guardrails:SafetyConfig"}
+    "training": TrainConfig, "safety": "llm_platform.safety.guardrails:SafetyConfig",
+    "optimize": "llm_platform.optimize.report:OptimizeConfig"}
 # Files whose kind differs from their folder's, by file name.
 CONFIG_FILE_KINDS: dict[str, type[Strict] | str] = {
     "hyperparameter_space.yaml": SearchSpaceConfig, "gateway.yaml": "llm_platform.serve.config:GatewayConfig",

@@ -68,9 +68,9 @@ class Lineage:
 
 # %% ../nbs/92_lineage.ipynb #b9468664
 def default_audit_logs(runs_dir: str | Path = "runs") -> list[Path]:
-    "The gateway's default log and the logs `07_serve` steps wrote under `runs_dir`."
+    "The gateway's default log and the logs `08_serve` steps wrote under `runs_dir`."
     runs = resolve_path(runs_dir)
-    return [p for p in [runs / "gateway" / "audit.jsonl", *sorted(runs.glob("*/07_serve/audit.jsonl"))] if p.exists()]
+    return [p for p in [runs / "gateway" / "audit.jsonl", *sorted(runs.glob("*/08_serve/audit.jsonl"))] if p.exists()]
 
 def find_request(request_id: str,          # the x-request-id the gateway answered with
                  audit_logs: list[Path],   # audit JSONL files to search, in order

@@ -31,7 +31,7 @@ STEP_CONFIG: dict[str, tuple[str, ...]] = {       # the sections of the config e
     "04_merge": ("name", "train.seed", "model", "steps"),
 }
 IGNORED_KEYS = ("runs_dir", "mlflow", "kernel_name", "step_timeout_s", "ui")  # for steps not in STEP_CONFIG
-NEVER_CACHED = frozenset({"07_serve"})             # checks a live server: running it is the point
+NEVER_CACHED = frozenset({"08_serve"})             # checks a live server: running it is the point
 INDEX_NAME = ".step_cache.json"                    # in the runs folder
 
 def _pick(cfg: dict, dotted: str) -> Any:

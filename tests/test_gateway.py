@@ -467,15 +467,15 @@ def test_serve_step_runs_through_papermill(tiny_run):
 
     from llm_platform.core import find_project_root, read_json
     run_dir = tiny_run["run_dir"]
-    pm.execute_notebook("pipelines/07_serve.ipynb", str(run_dir / "07_serve.ipynb"), kernel_name="llm-platform",
+    pm.execute_notebook("pipelines/08_serve.ipynb", str(run_dir / "08_serve.ipynb"), kernel_name="llm-platform",
                         progress_bar=False, cwd=str(find_project_root()),
                         parameters={"config_path": "configs/pipelines/tiny.yaml", "run_dir": str(run_dir),
                                     "gateway_port": free_port(), "rounds": 3,
                                     "overrides": [f"serving.port={free_port()}"]})
-    m = read_json(run_dir / "07_serve" / "metrics.json")
+    m = read_json(run_dir / "08_serve" / "metrics.json")
     assert m["status"] == "ok" and m["metrics"]["blocked"] == "weapons" and m["metrics"]["cache"] == "hit"
     assert m["metrics"]["ttft"]["rounds"] == 3 and m["metrics"]["ttft"]["gateway_p50_ms"] > 0
-    assert verify_log(run_dir / "07_serve" / "audit.jsonl").ok
+    assert verify_log(run_dir / "08_serve" / "audit.jsonl").ok
     assert m["metrics"]["backend"] == "llama.cpp"
 
 

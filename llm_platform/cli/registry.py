@@ -122,7 +122,7 @@ def lineage(query: str = typer.Argument(..., help="request id (x-request-id), mo
             runs_dir: Path = typer.Option(Path("runs"), help="pipeline runs folder"),
             tracking_uri: str = UriOpt,
             audit: Optional[list[Path]] = typer.Option(None, "--audit", help="audit log to search for a request id "
-                                                       "(repeatable; default: runs/gateway and runs/*/07_serve)"),
+                                                       "(repeatable; default: runs/gateway and runs/*/08_serve)"),
             as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON")):
     "Print what a request, model version or run came from: audit record, version, MLflow run, commit, steps, hashes."
     from llm_platform.lineage import render_lineage, trace

@@ -27,7 +27,8 @@ log = get_logger("evaluation")
 __all__ = ['log', 'SUITES', 'METRICS', 'GENERATED', 'EvalTarget', 'SuitesConfig', 'ItemRow', 'SuiteResult', 'TargetInfo',
            'EvaluationResults', 'read_items', 'pair_items', 'suite_metrics', 'task_name', 'load_task_config',
            'ServedChat', 'ServedCompletions', 'prompt_logprobs_problem', 'server_root', 'check_endpoint',
-           'tokenize_endpoint', 'parity_rows', 'sample_rows', 'evaluate_with', 'run_suites']
+           'tokenize_endpoint', 'parity_rows', 'sample_rows', 'evaluate_with', 'run_suites', 'run_suites_lm',
+           'write_results']
 
 # %% ../../nbs/31_evaluation_harness.ipynb #a444c6dd
 SUITES = ("golden", "heldout_perplexity", "instruction_following", "safety", "template_parity")
@@ -331,7 +332,6 @@ def run_suites(target: EvalTarget,                 # a checkpoint folder or a li
                cfg: SuitesConfig | None = None,
                ) -> dict:
     "Run the suites on the target; write `evaluation_results.json` and `items.jsonl` into `out_dir`; the results."
-    from importlib.metadata import version
     cfg = cfg or SuitesConfig()
     suites = list(suites or cfg.suites)
     if unknown := sorted(set(suites) - set(SUITES)):
@@ -341,8 +341,32 @@ def run_suites(target: EvalTarget,                 # a checkpoint folder or a li
     runner = _run_checkpoint if target.kind == "checkpoint" else _run_endpoint
     rows, skipped, model_version = runner(target, suites, cfg, limit)
     location = str(resolve_path(target.location)) if target.kind == "checkpoint" else target.location
+    info = TargetInfo(kind=target.kind, name=target.model_name, location=location, model_version=model_version)
+    return write_results(info, suites, rows, skipped, out_dir)
+
+def run_suites_lm(lm,                               # an lm-eval model (an optimized variant on its engine)
+                  name: str, location: str,         # what it is, for the results
+                  suites: list[str] | None = None,  # default: the config's; template_parity is skipped (no tokenizer check)
+                  out_dir: str | Path = "runs/evaluation",
+                  limit: int | None = None,
+                  cfg: SuitesConfig | None = None,
+                  ) -> dict:
+    "`run_suites` on a model already loaded as an lm-eval LM (`optimize.variant.lm_eval_model`)."
+    cfg = cfg or SuitesConfig()
+    suites = list(suites or cfg.suites)
+    _offline(); set_torch_threads(cfg.torch_threads)
+    scored = [s for s in suites if s != "template_parity"]
+    rows = evaluate_with(lm, scored, cfg, limit or cfg.limit)
+    skipped = {"template_parity": "checked on the merged checkpoint; a variant keeps its tokenizer"} \
+        if "template_parity" in suites else {}
+    return write_results(TargetInfo(kind="checkpoint", name=name, location=location), suites, rows, skipped, out_dir)
+
+def write_results(info: TargetInfo, suites: list[str], rows: list[dict], skipped: dict[str, str],
+                  out_dir: str | Path) -> dict:
+    "Write `evaluation_results.json` and `items.jsonl` into `out_dir`; the results."
+    from importlib.metadata import version
     results = EvaluationResults(
-        target=TargetInfo(kind=target.kind, name=target.model_name, location=location, model_version=model_version),
+        target=info,
         harness={"name": "lm-eval", "version": version("lm_eval")},
         suites={s: SuiteResult(n=len({r["item_id"] for r in rows if r["suite"] == s}),
                                metrics=suite_metrics(s, [r for r in rows if r["suite"] == s]))
@@ -351,6 +375,6 @@ def run_suites(target: EvalTarget,                 # a checkpoint folder or a li
     out = resolve_path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out / results.items_path).write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "evaluation_results.json", results.model_dump())
-    log.info("evaluation of %s %s: %s -> %s", target.kind, target.model_name,
+    log.info("evaluation of %s %s: %s -> %s", info.kind, info.name,
              {s: r.metrics for s, r in results.suites.items()}, out)
     return results.model_dump()
