@@ -288,7 +288,7 @@ class OptimizeStepConfig(Strict):
     config: str = "configs/optimize/default.yaml"    # techniques, speed settings and budget (optimize.report.OptimizeConfig)
     suites: str = "configs/evaluation/suites.yaml"   # the gate's suites, run on every variant
     limit: int | None = Field(None, gt=0)            # first N items of each suite; None: the optimize config's
-    register: bool = True                            # register the chosen variant as a model version, alias `challenger`
+    register_challenger: bool = True                 # register the chosen variant as a model version, alias `challenger`
 
 STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate", "07_optimize")
 DEFAULT_STEPS = STEPS[:-1]                           # 07_optimize runs when a config (or `optimize run`) asks for it

@@ -153,7 +153,7 @@ def _log_mlflow(cfg: PipelineConfig, run_dir: Path, info: dict, root: Path) -> s
             info["gguf_logged"] = _log_gguf(cfg, run_dir, info)
     if info.get("registered_version") and "06_gate" in info["steps_done"] and "gate" not in info:
         info["gate"] = apply_gate(cfg, run_dir, info)
-    if (info.get("registered_version") and cfg.optimize.register and "optimized_version" not in info
+    if (info.get("registered_version") and cfg.optimize.register_challenger and "optimized_version" not in info
             and (opt := _manifest_with(run_dir, info["steps_done"], "challenger_model"))):
         from llm_platform.optimize.report import register_challenger   # the chosen variant: the next version, `challenger`
         info["optimized_version"] = register_challenger(

@@ -268,8 +268,10 @@ def evaluate_with(lm, suites: list[str], cfg: SuitesConfig, limit: int | None, c
     import lm_eval
     if not suites:
         return []
+    from lm_eval.tasks import TaskManager
     out = lm_eval.simple_evaluate(model=lm, tasks=[load_task_config(s, cfg) for s in suites], limit=limit,
-                                  apply_chat_template=chat, log_samples=True, bootstrap_iters=0)
+                                  apply_chat_template=chat, log_samples=True, bootstrap_iters=0,
+                                  task_manager=TaskManager(include_defaults=False))   # ours are dicts: skip indexing lm-eval's ~10k tasks
     return [r for s in suites for r in sample_rows(s, out["samples"][task_name(s)], lm)]
 
 # %% ../../nbs/31_evaluation_harness.ipynb #f041f45a
