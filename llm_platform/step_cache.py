@@ -28,7 +28,10 @@ STEP_CONFIG: dict[str, tuple[str, ...]] = {       # the sections of the config e
     "01_data": ("name", "train.seed", "model", "data"),
     "02_train": ("name", "train.seed", "model", "data", "train"),
     "03_evaluate": ("name", "train.seed", "model", "evaluate"),
-    "04_merge": ("name", "train.seed", "model", "steps"),
+    "04_merge": ("name", "train.seed", "model"),           # which earlier steps ran: the upstream hashes say
+    "05_export": ("name", "train.seed", "export", "evaluate"),
+    "06_gate": ("name", "train.seed", "model", "gate", "mlflow.registered_model"),
+    "07_optimize": ("name", "train.seed", "optimize", "mlflow.registered_model"),
 }
 IGNORED_KEYS = ("runs_dir", "mlflow", "kernel_name", "step_timeout_s", "ui")  # for steps not in STEP_CONFIG
 NEVER_CACHED = frozenset({"08_serve"})             # checks a live server: running it is the point

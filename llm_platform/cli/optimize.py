@@ -74,7 +74,7 @@ def optimize_report(path: Path = typer.Argument(..., help="optimization_report.j
     for r in report["variants"]:
         ppl = r["scores"].get(NLL)
         table.add_row(r["name"] + (" *" if r["name"] == report["chosen"] else ""), r["engine"],
-                      f"{r['size_bytes'] / 1e6:.1f}", *[f"{r['speed'].get(k, 0):.1f}" for k in ("tok_per_s@1", "tok_per_s@8")],
+                      f"{r['size_bytes'] / 1e6:.1f}", *[f"{r['speed'].get(k, 0):.1f}" for k in ("tok_per_s_c1", "tok_per_s_c8")],
                       f"{r['speedup'].get(objective, 0):.2f}x", f"{math.exp(ppl):.3f}" if ppl is not None else "-",
                       f"{r['scores'].get('golden/pass', float('nan')):.2f}",
                       "in" if r["within_budget"] else "; ".join(r["out_of_budget"]))

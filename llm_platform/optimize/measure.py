@@ -82,7 +82,7 @@ def served_speed(base_url: str, model: str, prompts: list[str], clients: list[in
                     t0 = time.perf_counter()
                     tokens = sum(pool.map(lambda p: one(c, p, max_new_tokens), batch))
                     best = max(best, tokens / (time.perf_counter() - t0))
-            out[f"tok_per_s@{n}"] = round(best, 2)
+            out[f"tok_per_s_c{n}"] = round(best, 2)
     return out
 
 def _llamacpp(v: Variant, suites: SuitesConfig, speed: SpeedSpec, out_dir: Path, limit: int | None) -> dict:

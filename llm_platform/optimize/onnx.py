@@ -32,7 +32,8 @@ class OnnxSpec(Strict):
     enabled: bool = True
     opset: int | None = Field(None, ge=18)        # ONNX opset; None: the exporter's default
     int8: bool = True                             # also write an int8 copy
-    int8_recipe: Literal["dynamic", "blockwise"] = "dynamic"   # see quantize_onnx
+    int8_recipe: Literal["dynamic", "blockwise"] = "blockwise" # see quantize_onnx: per-tensor dynamic int8 breaks
+                                                               # small LLMs (SmolLM2: 1 of 8 greedy answers kept)
     threads: int | None = Field(None, gt=0)       # ONNX Runtime intra-op threads; None: all cores
     parity_texts: int = Field(8, gt=0)            # held-out texts whose logits are compared with transformers
     parity_prompts: int = Field(8, gt=0)          # prompts whose greedy answers are compared

@@ -35,7 +35,7 @@ class BudgetSpec(Strict):
     "The quality a variant may give up (see the prose above)."
     max_nll_increase: float = Field(0.0198, ge=0)     # nats per token: ln(1.02), perplexity at most +2%
     max_loss: dict[str, float] = {"golden/pass": 0.0}  # "suite/metric" (higher is better) -> largest drop
-    objective: str = "tok_per_s@1"                     # what the challenger maximises among variants in budget
+    objective: str = "tok_per_s_c1"                     # what the challenger maximises among variants in budget
 
 class OptimizeConfig(Strict):
     "What the optimization step runs (configs/optimize/*.yaml)."
@@ -211,7 +211,7 @@ def _mb(n: int) -> str:
 
 def render_report(report: dict) -> str:
     "The report as a Markdown table, one row per variant."
-    speeds = sorted({k for r in report["variants"] for k in r["speed"]}, key=lambda k: int(k.split("@")[1]))
+    speeds = sorted({k for r in report["variants"] for k in r["speed"]}, key=lambda k: int(k.rsplit("_c", 1)[1]))
     metrics = sorted({k for r in report["variants"] for k in r["scores"]} - {NLL})
     head = ["variant", "engine", "MB", *speeds, "speedup", "perplexity", "vs reference", *metrics, "budget"]
     lines = [f"# Optimization report: {report['model_name']}", "",

@@ -108,7 +108,7 @@ def measure_speed(generate: Generator,
                   max_new_tokens: int = 32,
                   repeats: int = 2,
                   ) -> dict[str, float]:
-    "Tokens per second at each client count: `{\"tok_per_s@1\": ..., \"tok_per_s@8\": ...}`."
+    "Tokens per second at each client count: `{\"tok_per_s_c1\": ..., \"tok_per_s_c8\": ...}`."
     if not prompts:
         raise ValueError("no prompts to time")
     out = {}
@@ -120,5 +120,5 @@ def measure_speed(generate: Generator,
             t0 = time.perf_counter()
             tokens = sum(generate(batch, max_new_tokens))
             best = max(best, tokens / (time.perf_counter() - t0))
-        out[f"tok_per_s@{n}"] = round(best, 2)
+        out[f"tok_per_s_c{n}"] = round(best, 2)
     return out
