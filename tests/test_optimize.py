@@ -56,8 +56,10 @@ def test_the_budget_picks_the_fastest_variant_inside_it(optimized):
         ok = r["scores"][NLL] - ref["scores"][NLL] <= budget["max_nll_increase"] + 1e-12 and all(
             ref["scores"][m] - r["scores"][m] <= loss + 1e-12 for m, loss in budget["max_loss"].items())
         assert r["within_budget"] == ok, r
-    inside = [r for r in rows if r["within_budget"]]
-    assert inside and report["chosen"] == max(inside, key=lambda r: r["speed"]["tok_per_s_c1"])["name"]
+    served = [r for r in rows if r["within_budget"] and (r["engine"] == "llama.cpp" or (
+        r["engine"] == "transformers" and not r["load"]))]      # what `llm-platform serve` can run
+    assert served and report["chosen"] == max(served, key=lambda r: r["speed"]["tok_per_s_c1"])["name"]
+    assert not by["onnx-fp32"]["servable"] and not by["int8-weight-only"]["servable"] and by["gguf-q8_0"]["servable"]
     assert report["pareto_front"] and set(report["pareto_front"]) <= set(by)
     md = (optimized["out"] / "optimization_report.md").read_text()
     assert f"**{report['chosen']}**" in md and all(f"| {r['name']}" in md for r in rows)
@@ -78,6 +80,10 @@ def test_variants_are_mlflow_runs_and_the_choice_is_the_challenger(optimized):
     mv = client.get_model_version(info["registered_model"], version)
     assert mv.tags["optimize.variant"] == report["chosen"] and mv.tags["optimized_from_version"] == info["registered_version"]
     assert "challenger" in next(v for v in list_versions(info["registered_model"], uri) if v.version == version).aliases
+    # The served target of the new version is the variant's own file, not the run's merged model.
+    from llm_platform.serve.manager import resolve_target
+    target = resolve_target(f"{info['registered_model']}@challenger", uri, str(optimized["runs"]))
+    assert target.model_dir == next(v["path"] for v in report["variants"] if v["name"] == report["chosen"])
     r = CliRunner().invoke(app, ["optimize", "report", str(optimized["out"])], env={"COLUMNS": "240"})
     assert r.exit_code == 0 and report["chosen"] in r.output and "gguf-q8_0" in r.output
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -120,6 +121,19 @@ def registry_client(tracking_uri: str):
         raise TargetError(f"no MLflow registry at {uri} (tracking_uri={tracking_uri})")
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
+def _optimized_path(spec: str, version: str, mv) -> Path:
+    "The file or folder of a registered optimized variant, if the model servers can run it."
+    engine, load = mv.tags.get("optimize.engine"), json.loads(mv.tags.get("optimize.load") or "{}")
+    if engine not in ("llama.cpp", "transformers") or load:
+        raise TargetError(f"{spec} ({version}): variant {mv.tags.get('optimize.variant')} runs on {engine}"
+                          f"{' with ' + str(load) if load else ''}; the model servers serve GGUF files (llama.cpp) and "
+                          "float transformers folders only")
+    from urllib.parse import unquote, urlparse
+    path = Path(unquote(urlparse(mv.source).path))   # registered as a file:// URI (percent-encoded)
+    if not path.exists():
+        raise TargetError(f"{spec} ({version}): its files {path} are gone")
+    return path
+
 def _registry_target(spec: str, tracking_uri: str, runs_dir: str) -> Target:
     from mlflow.exceptions import MlflowException
     client = registry_client(tracking_uri)
@@ -146,6 +160,8 @@ def _registry_target(spec: str, tracking_uri: str, runs_dir: str) -> Target:
             raise TargetError(f"{spec}: registered model {name!r} has no version {number}") from None
         raise
     version, run_id = f"{name}/{mv.version}", mv.tags.get("run_id")
+    if mv.tags.get("output_kind") == "optimized":     # a variant of the run's model (optimize.report): its own files
+        return Target(spec, str(_optimized_path(spec, version, mv)), version, run_id)
     if run_id:
         try:
             run = find_run(run_id, runs_dir)
