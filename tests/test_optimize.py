@@ -110,3 +110,17 @@ def test_a_bad_optimize_config_names_the_field(tmp_path):
     assert "torchao" in str(e.value) and "max_nll_increase" in str(e.value)
     r = CliRunner().invoke(app, ["optimize", "run", "--model", str(tmp_path)])
     assert r.exit_code == 1 and "--data" in r.output
+
+
+def test_another_budget_rejudges_the_measured_variants_without_measuring_again(optimized, tmp_path):
+    import shutil
+    shutil.copy(optimized["out"] / "optimization_report.json", tmp_path / "optimization_report.json")
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text("budget:\n  objective: tok_per_s_c4\n  servable_only: false\n  max_nll_increase: 1.0\n  max_loss: {}\n")
+    r = CliRunner().invoke(app, ["optimize", "report", str(tmp_path), "--config", str(cfg)], env={"COLUMNS": "240"})
+    assert r.exit_code == 0, r.output
+    report = read_json(tmp_path / "optimization_report.json")
+    rows = report["variants"]
+    assert all(r["within_budget"] for r in rows if r["nll_increase"] is not None and r["nll_increase"] <= 1.0)
+    assert report["chosen"] == max((r for r in rows if r["within_budget"]), key=lambda r: r["speed"]["tok_per_s_c4"])["name"]
+    assert (tmp_path / "optimization_report.md").exists() and (tmp_path / "optimization_plot.png").exists()
