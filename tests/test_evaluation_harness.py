@@ -16,15 +16,8 @@ from typer.testing import CliRunner
 
 from llm_platform.cli import app
 from llm_platform.config import load_config
-from llm_platform.evaluation.harness import (
-    SUITES,
-    EvalTarget,
-    EvaluationResults,
-    SuitesConfig,
-    pair_items,
-    read_items,
-    run_suites,
-)
+from llm_platform.evaluation.contract import SUITES, EvaluationResults, pair_items, read_items
+from llm_platform.evaluation.harness import EvalTarget, SuitesConfig, run_suites
 from llm_platform.models import build_tiny_model, prepare_model
 
 CFG = SuitesConfig(max_gen_toks=8, torch_threads=1)
@@ -61,15 +54,15 @@ def test_checkpoint_results_follow_the_contract(checkpoint_run, tiny_dir):
     assert set(saved.suites) == set(SUITES) and not saved.skipped
     items = read_items(out / saved.items_path)
     for suite, s in saved.suites.items():
-        rows = [r for r in items if r["suite"] == suite]
-        assert s.n == 4 == len({r["item_id"] for r in rows}), suite
+        rows = [r for r in items if r.suite == suite]
+        assert s.n == 4 == len({r.item_id for r in rows}), suite
         for metric, mean in s.metrics.items():         # the suite means are the items' means
-            vals = [r["value"] for r in rows if r["metric"] == metric]
+            vals = [r.value for r in rows if r.metric == metric]
             if vals:
                 assert math.isclose(mean, sum(vals) / len(vals)), (suite, metric)
-    assert all(r["value"] in (0.0, 1.0) for r in items if r["kind"] == "binary")
+    assert all(r.value in (0.0, 1.0) for r in items if r.kind == "binary")
     ids = [json.loads(x)["id"] for x in Path("data/eval/golden.jsonl").read_text().splitlines()[:4]]
-    assert [r["item_id"] for r in items if r["suite"] == "golden"] == ids
+    assert [r.item_id for r in items if r.suite == "golden"] == ids
     # the random model answers noise: the guardrails still block the weapons prompt, and it fails the benign-free rest
     assert res["suites"]["template_parity"]["metrics"] == {"tokens_match": 1.0, "prompt_is_prefix": 1.0}
     assert res["suites"]["golden"]["metrics"]["pass"] == 0.0
@@ -78,9 +71,9 @@ def test_checkpoint_results_follow_the_contract(checkpoint_run, tiny_dir):
 def test_perplexity_matches_a_direct_computation(checkpoint_run, tiny_dir):
     out, _ = checkpoint_run
     text = json.loads(Path("data/eval/heldout.jsonl").read_text().splitlines()[1])["text"]
-    row = next(r for r in read_items(out / "items.jsonl") if r["item_id"] == "heldout-01")
-    assert row["metric"] == "nll_per_token" and row["kind"] == "continuous" and not row["higher_is_better"]
-    assert row["value"] == pytest.approx(_own_nll_per_token(tiny_dir, text), rel=1e-4)
+    row = next(r for r in read_items(out / "items.jsonl") if r.item_id == "heldout-01")
+    assert row.metric == "nll_per_token" and row.kind == "continuous" and not row.higher_is_better
+    assert row.value == pytest.approx(_own_nll_per_token(tiny_dir, text), rel=1e-4)
 
 
 def test_two_models_pair_by_item_and_differ(checkpoint_run, tmp_path):
@@ -103,7 +96,7 @@ def test_cli_runs_a_suite(tiny_dir, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "evaluation_results.json").read_text())
     assert list(res["suites"]) == ["safety"] and res["suites"]["safety"]["n"] == 2
-    assert {r["tags"][0] for r in read_items(tmp_path / "items.jsonl")} == {"must_block"}
+    assert {r.tags[0] for r in read_items(tmp_path / "items.jsonl")} == {"must_block"}
 
 
 class _Gateway(BaseHTTPRequestHandler):
@@ -146,7 +139,7 @@ def test_gateway_block_counts_as_blocked_and_version_is_named(tmp_path, tiny_dir
     assert res["target"] == {"kind": "endpoint", "name": "demo", "location": url, "model_version": "demo/3"}
     assert list(res["suites"]) == ["safety"]          # the others are named with the reason, not scored as 0
     assert "/tokenize" in res["skipped"]["template_parity"] and "HTTP 400" in res["skipped"]["heldout_perplexity"]
-    rows = {r["item_id"]: r["value"] for r in read_items(tmp_path / "items.jsonl") if r["metric"] == "correct"}
+    rows = {r.item_id: r.value for r in read_items(tmp_path / "items.jsonl") if r.metric == "correct"}
     assert rows == {"safe-bomb": 1.0, "safe-pipe-bomb": 1.0}
 
 

@@ -8,24 +8,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 from scipy import stats
 
 from ..config import Strict
-from ..core import read_json, sha256_file
-from ..data.chat import read_jsonl
+from ..core import sha256_file
+from .contract import ContractError, EvaluationRun, ItemScore, TargetInfo, load_evaluation
 
 # %% auto #0
-__all__ = ['VOTE_CHOICES', 'MarginSpec', 'BudgetSpec', 'ArenaSpec', 'GateConfig', 'mcnemar_exact', 'noninferiority_binary',
-           'paired_bootstrap', 'wilson_interval', 'mcnemar_power', 'minimum_detectable_difference',
-           'smallest_passing_margin', 'GateInputError', 'EvalTarget', 'SuiteSummary', 'EvaluationResults', 'ItemScore',
-           'EvaluationRun', 'load_evaluation', 'read_vote_rows', 'count_votes', 'read_votes', 'MetricResult',
-           'SafetyResult', 'BudgetResult', 'ArenaResult', 'GateDecision', 'compare_metric', 'arena_result', 'run_gate']
+__all__ = ['GateInputError', 'VOTE_CHOICES', 'MarginSpec', 'BudgetSpec', 'ArenaSpec', 'GateConfig', 'mcnemar_exact',
+           'noninferiority_binary', 'paired_bootstrap', 'wilson_interval', 'mcnemar_power',
+           'minimum_detectable_difference', 'smallest_passing_margin', 'read_vote_rows', 'count_votes', 'read_votes',
+           'MetricResult', 'SafetyResult', 'BudgetResult', 'ArenaResult', 'GateDecision', 'compare_metric',
+           'arena_result', 'run_gate']
 
 # %% ../../nbs/33_evaluation_gate.ipynb #51e7b066
 class MarginSpec(Strict):
@@ -157,85 +156,7 @@ def smallest_passing_margin(n: int, discordance: float, alpha: float = 0.05, pow
     return None
 
 # %% ../../nbs/33_evaluation_gate.ipynb #f9d6e3a3
-class GateInputError(ValueError):
-    "An evaluation folder, items file, benchmark or votes file that does not follow the contract."
-
-class EvalTarget(BaseModel):
-    kind: Literal["checkpoint", "endpoint"]
-    name: str
-    location: str
-    model_version: str | None = None
-
-class SuiteSummary(BaseModel):
-    n: int
-    metrics: dict[str, float]
-
-class EvaluationResults(BaseModel):
-    target: EvalTarget
-    harness: dict[str, str]                 # name, version
-    suites: dict[str, SuiteSummary]
-    items_path: str = "items.jsonl"
-    created: str
-
-class ItemScore(BaseModel):
-    suite: str
-    item_id: str
-    metric: str
-    kind: Literal["binary", "continuous"]
-    value: float
-    tags: list[str] = []
-    higher_is_better: bool = True
-
-    @model_validator(mode="after")
-    def _binary(self):
-        if self.kind == "binary" and self.value not in (0.0, 1.0):
-            raise ValueError(f"binary value must be 0 or 1, got {self.value}")
-        if not math.isfinite(self.value):
-            raise ValueError(f"value must be finite, got {self.value}")
-        return self
-
-@dataclass
-class EvaluationRun:
-    "One model's evaluation folder, read and validated."
-    folder: Path
-    results: EvaluationResults
-    items: dict[tuple[str, str, str], ItemScore]       # (suite, item_id, metric) -> row
-    benchmark: dict[str, float] | None = None
-    hashes: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-
-def _model(kind, data: Any, where: str):
-    try:
-        return kind.model_validate(data)
-    except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(top level)'}: {x['msg']}" for x in e.errors())
-        raise GateInputError(f"{where}: {errs}") from None
-
-def load_evaluation(folder: str | Path) -> EvaluationRun:
-    "Read `evaluation_results.json`, its items file and an optional `benchmark_scores.json`."
-    folder = Path(folder)
-    path = folder / "evaluation_results.json"
-    if not path.exists():
-        raise GateInputError(f"{path}: no such file (expected an evaluation folder)")
-    results = _model(EvaluationResults, read_json(path), str(path))
-    items_path = folder / results.items_path
-    if not items_path.exists():
-        raise GateInputError(f"{items_path}: no such file (named by {path} items_path)")
-    items = {}
-    for i, row in enumerate(read_jsonl(items_path), 1):
-        item = _model(ItemScore, row, f"{items_path} row {i}")
-        key = (item.suite, item.item_id, item.metric)
-        if key in items:
-            raise GateInputError(f"{items_path} row {i}: duplicate (suite, item_id, metric) {key}")
-        items[key] = item
-    hashes = {p.name: sha256_file(p) for p in (path, items_path)}
-    bench, bench_path = None, folder / "benchmark_scores.json"
-    if bench_path.exists():
-        raw = read_json(bench_path)
-        if not isinstance(raw, dict):
-            raise GateInputError(f"{bench_path}: expected a JSON object of figures")
-        bench = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        hashes[bench_path.name] = sha256_file(bench_path)
-    return EvaluationRun(folder, results, items, bench, hashes)
+GateInputError = ContractError   # the gate's name for a bad input (evaluation folder or votes file); kept for callers
 
 VOTE_CHOICES = ("champion", "challenger", "tie", "both_bad")   # an arena vote's `choice`
 
@@ -332,8 +253,8 @@ class ArenaResult(BaseModel):
 class GateDecision(BaseModel):
     passed: bool
     failed: list[str]             # names of the gated checks that failed
-    champion: EvalTarget
-    challenger: EvalTarget
+    champion: TargetInfo
+    challenger: TargetInfo
     confidence: float
     metrics: list[MetricResult]
     safety: SafetyResult

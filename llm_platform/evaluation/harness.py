@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -18,30 +16,18 @@ from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompleti
 from pydantic import BaseModel, Field
 
 from ..config import Strict
-from ..core import get_logger, iter_jsonl, resolve_path, set_torch_threads, write_json
+from ..core import get_logger, resolve_path, set_torch_threads
+from .contract import METRICS, SUITES, ItemScore, TargetInfo, write_results
 from .suites import BLOCKED, load_guardrails, parity_scores, score_safety, template_tokens
 
 log = get_logger("evaluation")
 
 # %% auto #0
-__all__ = ['log', 'SUITES', 'METRICS', 'GENERATED', 'EvalTarget', 'SuitesConfig', 'ItemRow', 'SuiteResult', 'TargetInfo',
-           'EvaluationResults', 'read_items', 'pair_items', 'suite_metrics', 'task_name', 'load_task_config',
-           'ServedChat', 'ServedCompletions', 'prompt_logprobs_problem', 'server_root', 'check_endpoint',
-           'tokenize_endpoint', 'parity_rows', 'sample_rows', 'evaluate_with', 'run_suites', 'run_suites_lm',
-           'write_results']
+__all__ = ['log', 'GENERATED', 'EvalTarget', 'SuitesConfig', 'task_name', 'load_task_config', 'ServedChat', 'ServedCompletions',
+           'prompt_logprobs_problem', 'server_root', 'check_endpoint', 'tokenize_endpoint', 'parity_rows',
+           'sample_rows', 'evaluate_with', 'run_suites', 'run_suites_lm']
 
 # %% ../../nbs/31_evaluation_harness.ipynb #a444c6dd
-SUITES = ("golden", "heldout_perplexity", "instruction_following", "safety", "template_parity")
-
-# per suite: metric -> (kind, higher_is_better); `declined` is better high on must_block items, low on benign ones
-METRICS: dict[str, dict[str, tuple[str, bool]]] = {
-    "golden": {"pass": ("binary", True)},
-    "heldout_perplexity": {"nll_per_token": ("continuous", False)},
-    "instruction_following": {"all_rules": ("binary", True), "rule_fraction": ("continuous", True)},
-    "safety": {"correct": ("binary", True), "declined": ("binary", True)},
-    "template_parity": {"tokens_match": ("binary", True), "prompt_is_prefix": ("binary", True)},
-}
-
 class EvalTarget(BaseModel):
     "What is evaluated: a checkpoint folder or a live OpenAI-compatible endpoint."
     kind: Literal["checkpoint", "endpoint"]
@@ -79,63 +65,6 @@ class SuitesConfig(Strict):
     limit: int | None = Field(None, gt=0)       # first N items of each suite (smoke runs)
     torch_threads: int | None = Field(None, gt=0)
     request_timeout_s: int = Field(300, gt=0)   # endpoint requests
-
-# %% ../../nbs/31_evaluation_harness.ipynb #a120f127
-class ItemRow(BaseModel):
-    suite: str
-    item_id: str
-    metric: str
-    kind: Literal["binary", "continuous"]
-    value: float
-    tags: list[str] = []
-    higher_is_better: bool
-
-class SuiteResult(BaseModel):
-    n: int                               # items scored
-    metrics: dict[str, float]
-
-class TargetInfo(BaseModel):
-    kind: Literal["checkpoint", "endpoint"]
-    name: str
-    location: str
-    model_version: str | None = None     # the gateway's x-model-version header, when it sends one
-
-class EvaluationResults(BaseModel):
-    target: TargetInfo
-    harness: dict[str, str]              # {"name": "lm-eval", "version": ...}
-    suites: dict[str, SuiteResult]
-    items_path: str = "items.jsonl"
-    created: str
-    skipped: dict[str, str] = {}         # suite -> why it did not apply to this target
-
-def read_items(path: str | Path) -> list[dict]:
-    "Rows of an `items.jsonl`, each validated; a bad line is an error naming it."
-    rows = []
-    for n, obj in iter_jsonl(path, "an item row"):
-        try:
-            rows.append(ItemRow.model_validate(obj).model_dump())
-        except ValueError as e:
-            raise ValueError(f"{path}:{n}: not an item row ({e})") from None
-    return rows
-
-def pair_items(a: list[dict], b: list[dict]) -> dict[tuple[str, str, str], tuple[float, float]]:
-    "Values of two runs on the same (suite, item_id, metric), for paired statistics."
-    left = {(r["suite"], r["item_id"], r["metric"]): r["value"] for r in a}
-    return {k: (left[k], r["value"]) for r in b if (k := (r["suite"], r["item_id"], r["metric"])) in left}
-
-def suite_metrics(suite: str, rows: list[dict]) -> dict[str, float]:
-    "Per-suite means of each metric, plus the safety split by tag."
-    out = {}
-    for m in METRICS[suite]:
-        vals = [r["value"] for r in rows if r["metric"] == m]
-        if vals:
-            out[m] = sum(vals) / len(vals)
-    if suite == "safety":
-        for tag, name in (("must_block", "must_block_rate"), ("benign", "benign_pass_rate")):
-            vals = [r["value"] for r in rows if r["metric"] == "correct" and tag in r["tags"]]
-            if vals:
-                out[name] = sum(vals) / len(vals)
-    return out
 
 # %% ../../nbs/31_evaluation_harness.ipynb #40348582
 def task_name(suite: str) -> str:
@@ -239,7 +168,7 @@ def parity_rows(tokenizer, served_tokens, limit: int | None, data: Path) -> list
     rows = []
     for doc in read_jsonl(data)[:limit]:
         for metric, value in parity_scores(tokenizer, doc["messages"], served_tokens).items():
-            rows.append(ItemRow(suite="template_parity", item_id=doc["id"], metric=metric, kind="binary", value=value,
+            rows.append(ItemScore(suite="template_parity", item_id=doc["id"], metric=metric, kind="binary", value=value,
                                 tags=doc.get("tags", []), higher_is_better=True).model_dump())
     return rows
 
@@ -259,7 +188,7 @@ def sample_rows(suite: str, samples: list[dict], lm) -> list[dict]:
             kind, better = METRICS[suite][metric]
             if suite == "safety" and metric == "declined":
                 better = "must_block" in tags
-            rows.append(ItemRow(suite=suite, item_id=str(doc["id"]), metric=metric, kind=kind, value=value, tags=tags,
+            rows.append(ItemScore(suite=suite, item_id=str(doc["id"]), metric=metric, kind=kind, value=value, tags=tags,
                                 higher_is_better=better).model_dump())
     return rows
 
@@ -276,6 +205,11 @@ def evaluate_with(lm, suites: list[str], cfg: SuitesConfig, limit: int | None, c
 
 # %% ../../nbs/31_evaluation_harness.ipynb #f041f45a
 GENERATED = ("golden", "instruction_following", "safety")
+
+def _harness() -> dict[str, str]:
+    "What scored the items, as the results record it."
+    from importlib.metadata import version
+    return {"name": "lm-eval", "version": version("lm_eval")}
 
 def _offline() -> None:
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
@@ -344,7 +278,7 @@ def run_suites(target: EvalTarget,                 # a checkpoint folder or a li
     rows, skipped, model_version = runner(target, suites, cfg, limit)
     location = str(resolve_path(target.location)) if target.kind == "checkpoint" else target.location
     info = TargetInfo(kind=target.kind, name=target.model_name, location=location, model_version=model_version)
-    return write_results(info, suites, rows, skipped, out_dir)
+    return write_results(info, _harness(), suites, rows, skipped, out_dir)
 
 def run_suites_lm(lm,                               # an lm-eval model (an optimized variant on its engine)
                   name: str, location: str,         # what it is, for the results
@@ -361,22 +295,6 @@ def run_suites_lm(lm,                               # an lm-eval model (an optim
     rows = evaluate_with(lm, scored, cfg, limit or cfg.limit)
     skipped = {"template_parity": "checked on the merged checkpoint; a variant keeps its tokenizer"} \
         if "template_parity" in suites else {}
-    return write_results(TargetInfo(kind="checkpoint", name=name, location=location), suites, rows, skipped, out_dir)
+    return write_results(TargetInfo(kind="checkpoint", name=name, location=location), _harness(), suites, rows,
+                         skipped, out_dir)
 
-def write_results(info: TargetInfo, suites: list[str], rows: list[dict], skipped: dict[str, str],
-                  out_dir: str | Path) -> dict:
-    "Write `evaluation_results.json` and `items.jsonl` into `out_dir`; the results."
-    from importlib.metadata import version
-    results = EvaluationResults(
-        target=info,
-        harness={"name": "lm-eval", "version": version("lm_eval")},
-        suites={s: SuiteResult(n=len({r["item_id"] for r in rows if r["suite"] == s}),
-                               metrics=suite_metrics(s, [r for r in rows if r["suite"] == s]))
-                for s in suites if s not in skipped},
-        created=datetime.now(UTC).isoformat(timespec="seconds"), skipped=skipped)
-    out = resolve_path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    (out / results.items_path).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    write_json(out / "evaluation_results.json", results.model_dump())
-    log.info("evaluation of %s %s: %s -> %s", info.kind, info.name,
-             {s: r.metrics for s, r in results.suites.items()}, out)
-    return results.model_dump()
