@@ -27,7 +27,7 @@ def tiny():
 def variants(tiny, tmp_path_factory):
     "The fp32 export and its int8 copy, each with parity against transformers (one export for the module)."
     texts = [o["text"] for _, o in iter_jsonl(resolve_path("data/eval/heldout.jsonl"))][:3]
-    spec = OnnxSpec(parity_texts=3, parity_prompts=3, max_new_tokens=8, threads=2)
+    spec = OnnxSpec(parity_texts=3, parity_prompts=3, max_new_tokens=8, threads=2, int8_recipe="dynamic")
     return {v.name: v for v in run_onnx(spec, tiny, tmp_path_factory.mktemp("onnx"), texts, PROMPTS)}
 
 
