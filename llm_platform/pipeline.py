@@ -52,6 +52,10 @@ class StepContext:
     started: float = field(default_factory=time.time)
     inputs: dict[str, str] = field(default_factory=dict)
 
+    def finished(self, step: str) -> bool:
+        "Whether an earlier step of this run has finished (its manifest is there): what the step may read."
+        return (self.run_dir / step / "metrics.json").exists()
+
     def manifest(self, step: str) -> dict:
         "The finished manifest of an earlier step of this run."
         path = self.run_dir / step / "metrics.json"
