@@ -1,9 +1,7 @@
 """The MLflow UI (a real `mlflow server` on the tests' tracking store, headless Chromium): the registry page
 shows the `champion` alias the pipeline set, and a gate run shows its report among its artifacts."""
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,25 +9,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browser import ARGS, CHROMIUM, free_port
 
 from llm_platform.core import read_json
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium not installed (make system-deps)")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def mlflow_ui(tiny_run):
     "`mlflow server` on the session's tracking store, in its own process group (stopped with it)."
-    port, uri = _free_port(), f"sqlite:///{tiny_run['runs_dir']}/mlflow.db"
+    port, uri = free_port(), f"sqlite:///{tiny_run['runs_dir']}/mlflow.db"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}     # no job-runner children
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port",

@@ -10,9 +10,9 @@ No vLLM here: the arena adds about 20 s to the suite.
 import json
 import re
 import shutil
-import socket
 
 import pytest
+from browser import ARGS, CHROMIUM, free_port
 from statsmodels.stats.proportion import proportion_confint
 
 from llm_platform.config import load_config
@@ -23,17 +23,9 @@ from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.upstream import UpstreamServer
 from llm_platform.ui.arena import ArenaConfig, launch_review_ui
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 VERSIONS = {"champion": "demo/7", "challenger": "demo/8"}     # what the gateway reports per side
 PROMPTS = ["How do I export my notes?", "Can I share a notebook?"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def arena_gateway(tmp_path_factory):
            for side in VERSIONS}
     try:
         route = base.models[next(iter(base.models))].model_dump()
-        cfg = GatewayConfig.model_validate({**base.model_dump(), "port": _free_port(), "workers": 1, "store": "memory://",
+        cfg = GatewayConfig.model_validate({**base.model_dump(), "port": free_port(), "workers": 1, "store": "memory://",
             "models": {side: {**route, "target": None, "guardrails": None, "pii": False,
                               "replicas": [{"url": ups[side].url, "version": VERSIONS[side], "upstream_model": side}]}
                        for side in VERSIONS},
@@ -63,7 +55,7 @@ def arena_gateway(tmp_path_factory):
 @pytest.fixture(scope="module")
 def arena_ui(arena_gateway, tmp_path_factory):
     votes = tmp_path_factory.mktemp("arena") / "votes.jsonl"
-    cfg = ArenaConfig(port=_free_port(), votes_path=str(votes), temperature=0, max_tokens=32)
+    cfg = ArenaConfig(port=free_port(), votes_path=str(votes), temperature=0, max_tokens=32)
     app, url = launch_review_ui(cfg, arena_gateway[0], with_chat=True, chat_model="champion", api_key=arena_gateway[1],
                                 block=False)
     yield url, votes
@@ -140,7 +132,7 @@ def test_arena_with_reviewer_logins_records_the_logged_in_user(arena_gateway, tm
     from playwright.sync_api import expect, sync_playwright
     monkeypatch.setenv("ARENA_TEST_REVIEWERS", "bo:s3cret-pw,ana:other")
     votes = tmp_path / "votes.jsonl"
-    cfg = ArenaConfig(port=_free_port(), votes_path=str(votes), temperature=0, max_tokens=32,
+    cfg = ArenaConfig(port=free_port(), votes_path=str(votes), temperature=0, max_tokens=32,
                       users_env="ARENA_TEST_REVIEWERS")
     app, url = launch_review_ui(cfg, arena_gateway[0], with_chat=False, api_key=arena_gateway[1], block=False)
     try:

@@ -5,24 +5,16 @@ server; the reply in the page must be exactly what the API returns for the same 
 (greedy decoding, same limits).
 """
 import shutil
-import socket
 
 import pytest
+from browser import ARGS, CHROMIUM, free_port
 from openai import OpenAI
 
 from llm_platform.config import load_config
 from llm_platform.ui.chat import launch_chat_ui
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 QUESTION = "How do I export my notes?"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +24,7 @@ def gateway(vllm_server, tmp_path_factory):
     from llm_platform.serve.check import gateway_for
     cfg, key = gateway_for(vllm_server.base_url, "tiny", "tiny-v1", vllm_server.served_model_name,
                            tmp_path_factory.mktemp("ui-gateway"), load_config("configs/serving/gateway.yaml"),
-                           _free_port())
+                           free_port())
     # answers of a random model could look like PII; masking the JSON answer but not the stream would
     # make the two differ, which is not what this test is about
     cfg = cfg.model_copy(update={"models": {"tiny": cfg.models["tiny"].model_copy(update={"pii": False})}})
@@ -42,7 +34,7 @@ def gateway(vllm_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_ui(gateway):
-    cfg = load_config("configs/pipelines/tiny.yaml").ui.model_copy(update={"port": _free_port()})
+    cfg = load_config("configs/pipelines/tiny.yaml").ui.model_copy(update={"port": free_port()})
     app, url = launch_chat_ui(gateway[0], "tiny", cfg, block=False, api_key=gateway[1])
     yield url, cfg
     app.close()

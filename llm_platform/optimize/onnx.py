@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..config import Strict
 from ..core import get_logger
-from .variant import WEIGHT_SUFFIXES, Generator, Variant, weights_bytes
+from .variant import WEIGHT_SUFFIXES, Generator, Variant, user_chat_text, weights_bytes
 
 log = get_logger("optimize")
 
@@ -214,14 +214,12 @@ class OnnxCausalLM:
         eos = self.tokenizer.eos_token_id
         return [row[: row.index(eos) + 1] if eos_stop and eos in row else row for row in out.tolist()]
 
-def _chat_text(tokenizer, prompt: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
 def onnx_generator(path: str | Path, threads: int | None = None) -> Generator:
     "A `variant.Generator` on an exported folder: chat template applied, greedy, no early stop."
     lm = OnnxCausalLM(path, threads)
     def generate(prompts: list[str], max_new_tokens: int) -> list[int]:
-        return [len(r) for r in lm.generate([_chat_text(lm.tokenizer, p) for p in prompts], max_new_tokens,
+        return [len(r) for r in lm.generate([user_chat_text(lm.tokenizer, p) for p in prompts], max_new_tokens,
                                             eos_stop=False)]
     return generate
 
@@ -264,7 +262,7 @@ def onnx_parity(model_dir: str | Path, onnx_dir: str | Path,
             ids = tok(t, add_special_tokens=False, return_tensors="np")["input_ids"][:, :256]
             ref = model(input_ids=torch.from_numpy(ids)).logits.numpy()
             worst = max(worst, float(np.abs(lm.logits(ids) - ref).max()))
-        chats = [_chat_text(tok, p) for p in prompts]
+        chats = [user_chat_text(tok, p) for p in prompts]
         ids, mask = lm.pad(chats)
         out = model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=lm.pad_id)[:, ids.shape[1]:].tolist()
