@@ -275,3 +275,38 @@ def test_quality_breach_rolls_back_and_traffic_follows(stack, tmp_path):
     print(f"agent start -> both breaches on /metrics {t_breach - t0:.2f} s; alert posted -> webhook decided "
           f"(rolled back) {t_decided - t_fire:.2f} s; decided -> gateway traffic on demo/1 {t_follow - t_decided:.2f} s; "
           f"alert posted -> traffic follows {t_follow - t_fire:.2f} s")
+
+
+AGENT_PARENT = """
+import sys, time
+from llm_platform.monitor.alerts import AgentConfig, AgentProcess, AlertPolicy
+cfg = AgentConfig(port=int(sys.argv[1]), history_path=None,
+                  policy=AlertPolicy(audit_path=sys.argv[2] + "/audit.jsonl", state_path=None, audit_key_env=None))
+agent = AgentProcess(cfg, log_path=sys.argv[2] + "/agent.log").start().wait_healthy(60)
+print(agent.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_agent_dies_with_its_parent(tmp_path):
+    "SIGKILL of whoever started the agent takes the agent down (parent-death signal), port freed."
+    import psutil
+
+    from llm_platform.serve.vllm_server import port_is_free
+    port = free_port()
+    parent = subprocess.Popen([sys.executable, "-c", AGENT_PARENT, str(port), str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        pid = int(parent.stdout.readline())
+        assert _get(f"http://127.0.0.1:{port}/health")
+        parent.kill(); parent.wait(10)
+        def gone():
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+        wait_for("agent gone after its parent's SIGKILL", gone, 15)
+        wait_for("agent port free", lambda: port_is_free("127.0.0.1", port), 5)
+    finally:
+        if parent.poll() is None:
+            parent.kill(); parent.wait()
