@@ -300,6 +300,10 @@ def build_review_app(cfg: ArenaConfig,
                 chat.render()
             with gr.Tab("Review arena", id="arena"):
                 build_arena(cfg, api_base, api_key)
+            if chat_cfg is not None and chat_cfg.metrics_url:
+                from llm_platform.ui.operations import build_operations
+                with gr.Tab("Operations", id="operations"):
+                    build_operations(chat_cfg)
     return app
 
 def launch_review_ui(cfg: ArenaConfig, api_base: str | None = None, with_chat: bool = True,
