@@ -54,7 +54,10 @@ def served(tmp_path_factory):
             "auth": {**base.auth.model_dump(), "key_store": str(d / "keys.json"),
                      "tiers": {"default": {"requests": 1000, "tokens": 1_000_000}, "small": {"requests": 2, "window_s": 600}}},
             "audit": {**base.audit.model_dump(), "path": str(d / "audit.jsonl"), "flush_ms": 20},
-            "manager": {**base.manager.model_dump(), "state_dir": str(d / "state")}})
+            "manager": {**base.manager.model_dump(), "state_dir": str(d / "state")},
+            # traffic samples (the gateway of the metric contract): every request, so the report has some
+            **({"samples": {"enabled": True, "rate": 1.0, "path": str(d / "samples.jsonl")}}
+               if "samples" in GatewayConfig.model_fields else {})})
         store = APIKeyStore(d / "keys.json", cfg.auth.key_prefix)
         keys = {"acme": store.create("acme", ["chat"], tenant="acme")[0],
                 "beta": store.create("beta", ["chat"], tenant="beta", tier="small")[0]}
@@ -74,8 +77,11 @@ def served(tmp_path_factory):
             _wait(lambda: (d / "audit.jsonl").exists() and
                   sum(1 for _ in open(d / "audit.jsonl")) >= len(sent), 15, "the audit log never held every request")
             time.sleep(2.5)                                  # two more scrapes see the last requests
+            samples = d / "samples.jsonl" if "samples" in GatewayConfig.model_fields else None
+            if samples is not None:
+                _wait(samples.exists, 15, "the gateway wrote no traffic samples")
             yield {"dir": d, "gw": gw, "sent": sent, "keys": keys, "audit": d / "audit.jsonl", "t0": t0,
-                   "prometheus": prom_url}
+                   "prometheus": prom_url, "samples": samples}
     finally:
         if prom is not None:
             prom.terminate()
@@ -146,7 +152,9 @@ def test_traffic_is_what_the_test_meant(served):
 def test_report_figures_match_the_traffic(served, tmp_path):
     from llm_platform.monitor.report import MonitorReportSpec, build_report
     sent = served["sent"]
+    samples = served["samples"]
     rep = build_report(MonitorReportSpec(audit_path=str(served["audit"]), window="10m", step="1s",
+                                         samples_path=str(samples) if samples else None,
                                          prometheus_url=served["prometheus"], rate_window="30s"), tmp_path)
     assert rep["audit"]["problems"] == [] and rep["audit"]["chain"]["ok"]
     assert rep["totals"]["requests"] == len(sent)
@@ -165,6 +173,9 @@ def test_report_figures_match_the_traffic(served, tmp_path):
     assert "error" not in prom, prom.get("error")
     assert {"echo/echo-v1", "bad/bad-v1"} <= set(prom["series"]["requests_per_s"])
     assert max(v for _, v in prom["series"]["requests_per_s"]["echo/echo-v1"]) > 0
+    if samples is not None:                               # what the gateway sampled, read back without a bad line
+        assert rep["samples"]["problems"] == [] and rep["samples"]["records"] >= 1
+        assert set(rep["samples"]["models"]) <= set(rep["models"]) | {f"{m}/-" for m in ("echo", "bad")}
     page = Path(rep["html"]).read_text()
     assert page.count("data:image/png;base64,") >= 4 and "Hash chain verified" in page and "echo/echo-v1" in page
     assert json.loads(Path(rep["json"]).read_text())["models"]["bad/bad-v1"]["error_rate"] == 1.0
