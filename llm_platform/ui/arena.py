@@ -289,7 +289,7 @@ def build_review_app(cfg: ArenaConfig,
                      chat_model: str | None = None,     # the chat tab's served model (default: the endpoint's first)
                      chat_cfg: UIConfig | None = None,
                      api_key: str | None = None):
-    "The chat and the arena as two tabs of one app."
+    "The chat and the arena as two tabs of one app (and Operations, when `chat_cfg.metrics_url` is set)."
     import gradio as gr
 
     from llm_platform.ui.chat import build_chat_app
