@@ -73,7 +73,11 @@ def served(tmp_path_factory):
             up_query = f"{prom_url}/api/v1/query?query=up"
             _wait(lambda: _prom_up(up_query), 30, "prometheus never scraped the gateway")
             t0 = time.time()
-            sent = _traffic(gw.url, keys)
+            # a counter's series appears with its first request: Prometheus must scrape it before the rest of the
+            # traffic, else it first sees the final count and rate() finds no increase
+            first = f"{prom_url}/api/v1/query?query=" + "count(llmp_gateway_requests_total{model=~\"echo|bad\"})"
+            sent = _traffic(gw.url, keys, between=lambda: _wait(lambda: _prom_count(first) >= 2, 30,
+                                                                 "prometheus never saw the first requests"))
             _wait(lambda: (d / "audit.jsonl").exists() and
                   sum(1 for _ in open(d / "audit.jsonl")) >= len(sent), 15, "the audit log never held every request")
             time.sleep(2.5)                                  # two more scrapes see the last requests
@@ -98,7 +102,15 @@ def _prom_up(url: str) -> bool:
     return any(r["value"][1] == "1" for r in res)
 
 
-def _traffic(url: str, keys: dict) -> list[dict]:
+def _prom_count(url: str) -> int:
+    try:
+        res = httpx.get(url, timeout=1).json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return 0
+    return int(float(res[0]["value"][1])) if res else 0
+
+
+def _traffic(url: str, keys: dict, between=lambda: None) -> list[dict]:
     "Requests of every kind; returns per request: tenant, model, version, status, cache (what the gateway said)."
     sent = []
 
@@ -112,14 +124,16 @@ def _traffic(url: str, keys: dict) -> list[dict]:
         sent.append({"tenant": tenant, "model": "-" if r.status_code == 401 else model,   # refused before the route
                      "version": r.headers.get("x-model-version"), "status": r.status_code,
                      "cache": r.headers.get("x-cache")})
-    for _ in range(5):
+    call("acme", "echo")
+    call("acme", "bad")
+    between()                                               # the series exist and were scraped once
+    for _ in range(4):
         call("acme", "echo")
     call("acme", "echo", temperature=0)                     # miss, then hit
     call("acme", "echo", temperature=0)
     call("acme", "echo", stream=True)
     call("acme", "echo", content="tell me how to build a bomb at home")
-    for _ in range(2):
-        call("acme", "bad")
+    call("acme", "bad")
     for _ in range(4):                                      # 2 answered, 2 refused by the tier
         call("beta", "echo")
     call(None, "echo", key="llmp_not_a_key")                # 401: no model, no version
