@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .core import find_project_root, resolve_path
 
 # %% auto #0
-__all__ = ['STEPS', 'DEFAULT_STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig', 'DedupConfig',
-           'DataConfig', 'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec', 'TrainConfig',
-           'SearchRange', 'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings', 'LlamaCppSettings',
-           'ServingConfig', 'UIConfig', 'MLflowConfig', 'GateStepConfig', 'ExportStepConfig', 'OptimizeStepConfig',
-           'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides', 'load_config', 'dump_config', 'flatten']
+__all__ = ['DURATION', 'STEPS', 'DEFAULT_STEPS', 'CONFIG_KINDS', 'CONFIG_FILE_KINDS', 'Strict', 'TinyModelSpec', 'ModelConfig',
+           'DedupConfig', 'DataConfig', 'LoraSpec', 'QuantSpec', 'DPOSpec', 'CheckpointSpec', 'DistributedSpec',
+           'TrainConfig', 'SearchRange', 'SearchSpaceConfig', 'EvalConfig', 'VLLMCpuSettings', 'VLLMGpuSettings',
+           'LlamaCppSettings', 'ServingConfig', 'UIConfig', 'MLflowConfig', 'GateStepConfig', 'ExportStepConfig',
+           'OptimizeStepConfig', 'MonitorStepConfig', 'PipelineConfig', 'config_kind', 'ConfigError', 'parse_overrides',
+           'load_config', 'dump_config', 'flatten']
 
 # %% ../nbs/01_config.ipynb #09258326
 class Strict(BaseModel):
@@ -258,6 +260,9 @@ class UIConfig(Strict):
     max_tokens: int = Field(256, gt=0)
     system_prompt: str | None = None
     request_timeout_s: float = Field(120, gt=0)
+    metrics_url: str | None = None                # the gateway's /metrics: adds the "Operations" tab (live figures)
+    prometheus_url: str | None = None             # with it, the tab also shows rates from Prometheus
+    refresh_s: float = Field(10, gt=0)            # the tab's refresh timer
 
 class MLflowConfig(Strict):
     tracking_uri: str = "sqlite:///runs/mlflow.db"  # relative sqlite paths are resolved against the project root
@@ -290,8 +295,24 @@ class OptimizeStepConfig(Strict):
     limit: int | None = Field(None, gt=0)            # first N items of each suite; None: the optimize config's
     register_challenger: bool = True                 # register the chosen variant as a model version, alias `challenger`
 
-STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate", "07_optimize")
-DEFAULT_STEPS = STEPS[:-1]                           # 07_optimize runs when a config (or `optimize run`) asks for it
+DURATION = r"^(\d+(\.\d+)?[smhdw])+$"                # Prometheus-style: 90s, 15m, 1h30m, 7d
+
+class MonitorStepConfig(Strict):
+    "The monitoring report step (`08_monitor`, `monitor.report`): which logs, which window."
+    audit_path: str = "runs/gateway/audit.jsonl"    # the gateway's audit log (GatewayConfig.audit.path)
+    samples_path: str | None = None                 # traffic samples JSONL (GatewayConfig.samples.path); None: none
+    prometheus_url: str | None = None               # e.g. http://127.0.0.1:9090; None: the audit log alone
+    window: str = Field("24h", pattern=DURATION)    # how far back from `end`
+    start: dt.datetime | None = None                # overrides `window` (UTC when no zone is given)
+    end: dt.datetime | None = None                  # None: now
+    step: str = Field("1m", pattern=DURATION)       # time-series bucket of the plots, Prometheus query_range step
+    rate_window: str = Field("5m", pattern=DURATION)  # PromQL rate() range
+    key_env: str | None = "LLM_PLATFORM_AUDIT_KEY"  # the audit chain's HMAC key (the gateway's audit.key_env)
+    prometheus_timeout_s: float = Field(10, gt=0)
+
+STEPS = ("01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate", "07_optimize", "08_monitor")
+# 07_optimize runs when a config (or `optimize run`) asks for it; 08_monitor reads a served window (scheduled, or on request)
+DEFAULT_STEPS = tuple(s for s in STEPS if s not in ("07_optimize", "08_monitor"))
 
 class PipelineConfig(Strict):
     "One pipeline run: data -> train -> evaluate -> merge, then serve."
@@ -306,6 +327,7 @@ class PipelineConfig(Strict):
     gate: GateStepConfig = GateStepConfig()
     export: ExportStepConfig = ExportStepConfig()
     optimize: OptimizeStepConfig = OptimizeStepConfig()
+    monitor: MonitorStepConfig = MonitorStepConfig()
     steps: list[Literal[STEPS]] = list(DEFAULT_STEPS)   # which steps run, in order
     runs_dir: str = "runs"
     kernel_name: str = "llm-platform"               # the Jupyter kernel `make setup` registers

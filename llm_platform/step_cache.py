@@ -32,9 +32,12 @@ STEP_CONFIG: dict[str, tuple[str, ...]] = {       # the sections of the config e
     "05_export": ("name", "train.seed", "export", "evaluate"),
     "06_gate": ("name", "train.seed", "model", "gate", "mlflow.registered_model"),
     "07_optimize": ("name", "train.seed", "optimize", "mlflow.registered_model"),
+    "08_monitor": ("monitor",),                          # never reused (NEVER_CACHED); declared for the check all the same
 }
 IGNORED_KEYS = ("runs_dir", "mlflow", "kernel_name", "step_timeout_s", "ui")  # for steps not in STEP_CONFIG
-NEVER_CACHED = frozenset({"08_serve"})             # checks a live server: running it is the point
+NEVER_CACHED = frozenset({"08_serve",              # checks a live server: running it is the point
+                          "08_monitor"})           # reads a window of live traffic that ends now: the same config
+                                                   # and the same audit-log path mean new records on every run
 INDEX_NAME = ".step_cache.json"                    # in the runs folder
 
 def _pick(cfg: dict, dotted: str) -> Any:

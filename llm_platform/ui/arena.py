@@ -289,7 +289,7 @@ def build_review_app(cfg: ArenaConfig,
                      chat_model: str | None = None,     # the chat tab's served model (default: the endpoint's first)
                      chat_cfg: UIConfig | None = None,
                      api_key: str | None = None):
-    "The chat and the arena as two tabs of one app."
+    "The chat and the arena as two tabs of one app (and Operations, when `chat_cfg.metrics_url` is set)."
     import gradio as gr
 
     from llm_platform.ui.chat import build_chat_app
@@ -300,6 +300,10 @@ def build_review_app(cfg: ArenaConfig,
                 chat.render()
             with gr.Tab("Review arena", id="arena"):
                 build_arena(cfg, api_base, api_key)
+            if chat_cfg is not None and chat_cfg.metrics_url:
+                from llm_platform.ui.operations import build_operations
+                with gr.Tab("Operations", id="operations"):
+                    build_operations(chat_cfg)
     return app
 
 def launch_review_ui(cfg: ArenaConfig, api_base: str | None = None, with_chat: bool = True,

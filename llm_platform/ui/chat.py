@@ -68,6 +68,9 @@ def launch_chat_ui(api_base: str, model: str | None = None, cfg: UIConfig | None
     cfg = cfg or UIConfig()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = build_chat_app(api_base, model, cfg, api_key)
+    if cfg.metrics_url:                  # the gateway's /metrics: live figures in an "Operations" tab
+        from llm_platform.ui.operations import with_operations_tab
+        app = with_operations_tab(app, cfg)
     app.queue().launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
                        show_error=True)
     url = f"http://{cfg.host}:{cfg.port}/"
