@@ -177,6 +177,23 @@ def test_recording_rules_evaluate_on_the_real_series(stack):
     assert not bad, bad
 
 
+def test_dashboard_queries_parse_and_show_the_served_version(stack):
+    "Every Grafana query is valid PromQL for the real Prometheus; the overview's traffic panels show the version."
+    from llm_platform.monitor import dashboards as dash
+    mon, v = stack["mon"], stack["version"]
+
+    def fill(expr: str) -> str:
+        return expr.replace("$__rate_interval", "1m").replace("$model", MODEL).replace("$version", v)
+    with httpx.Client() as client:
+        for build in dash.DASHBOARDS.values():
+            for expr in dash.dashboard_exprs(build()):
+                ms.query(mon.prometheus_url, fill(expr), client=client)   # PrometheusQueryError on a parse error
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in dash.serving_overview()["panels"] if p.get("targets")}
+    for title in ("Requests / s", "Error ratio (5xx + streams ended in error)", "Healthy replicas"):
+        rows = wait_for(lambda e=fill(exprs[title]): ms.query(mon.prometheus_url, e), what=title)
+        assert {(r["metric"]["model"], r["metric"]["version"]) for r in rows} == {(MODEL, v)}, title
+
+
 def test_alertmanager_routes_quality_and_drift_to_the_agent_webhook(stack):
     "Alerts posted to the real Alertmanager: quality/drift reach the agent's URL and notify; the others notify only."
     mon, hook = stack["mon"], stack["hook"]
