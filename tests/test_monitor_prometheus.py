@@ -280,3 +280,85 @@ def test_amtool_check_config_and_routes():
     am = yaml.safe_load(Path(conf).read_text())
     agent = next(x for x in am["receivers"] if x["name"] == "llmp-monitor-agent")
     assert agent["webhook_configs"][0]["url"] == ms.MonitoringConfig().alertmanager.webhook_url   # one default, two places
+
+
+# --- the children never outlive the parent --------------------------------------------------------------------
+
+PARENT = """
+import sys, time
+from llm_platform.core import ChildProcesses
+from llm_platform.monitor.stack import MonitoringConfig, MonitoringStack
+with ChildProcesses() as kids:                       # what `make start-monitoring` does
+    stack = kids.add(MonitoringStack(MonitoringConfig.model_validate_json(sys.argv[1]), routes={"models": {}}))
+    stack.start()
+    print("READY", stack.prometheus.proc.pid, stack.alertmanager.proc.pid, flush=True)
+    while True:
+        time.sleep(1)
+print("STOPPED", flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("how", ["SIGTERM twice", "SIGKILL"])
+def test_prometheus_and_alertmanager_stop_with_their_parent(tmp_path, how):
+    import os
+    import signal
+    import sys
+    cfg = ms.MonitoringConfig(work_dir=str(tmp_path), gateway_url=f"http://127.0.0.1:{free_port()}", agent_url=None,
+                              prometheus={"port": free_port(), "data_dir": str(tmp_path / "tsdb")},
+                              alertmanager={"port": free_port(), "data_dir": str(tmp_path / "am")})
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, cfg.model_dump_json()], cwd=ROOT, start_new_session=True,
+                              stdout=subprocess.PIPE, text=True)
+    pids = []
+    try:
+        line = parent.stdout.readline().split()
+        assert line[:1] == ["READY"], line
+        pids = [int(x) for x in line[1:]]
+        assert len(pids) == 2 and all(map(_alive, pids))
+        if how == "SIGKILL":
+            parent.kill()
+            parent.wait(5)
+        else:
+            for _ in range(2):                       # the second arrives while the first stop is under way
+                os.killpg(parent.pid, signal.SIGTERM)
+                time.sleep(0.2)
+            out, _ = parent.communicate(timeout=30)
+            assert parent.returncode == 0 and "STOPPED" in out, (parent.returncode, out)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(map(_alive, pids)):
+            time.sleep(0.05)
+        assert not [p for p in pids if _alive(p)], "prometheus/alertmanager outlived their parent"
+    finally:
+        for pid in [parent.pid, *pids]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_targets_follow_the_routes_through_a_swap(tmp_path):
+    "The stack re-reads routes.json: after a swap Prometheus scrapes the replica under its new version label."
+    from llm_platform.core import write_json
+    from llm_platform.serve.manager import ROUTES
+    url = f"http://127.0.0.1:{free_port()}/v1"                 # nothing listens: the target is down, still labelled
+
+    def routes(version: str) -> dict:
+        return {"generation": 1, "models": {MODEL: {"version": version, "replicas": [{"url": url, "version": version}]}}}
+    write_json(tmp_path / ROUTES, routes("1"))
+    cfg = ms.MonitoringConfig(work_dir=str(tmp_path / "mon"), state_dir=str(tmp_path), agent_url=None,
+                              gateway_url=f"http://127.0.0.1:{free_port()}", sync_interval_s=0.2,
+                              prometheus={"port": free_port(), "scrape_interval": "1s", "data_dir": str(tmp_path / "tsdb")},
+                              alertmanager={"enabled": False})
+    with ms.MonitoringStack(cfg) as mon:
+
+        def versions() -> list[str]:
+            targets = httpx.get(f"{mon.prometheus_url}/api/v1/targets").json()["data"]["activeTargets"]
+            return [t["labels"].get("version") for t in targets if t["labels"]["job"] == "model_servers"]
+        assert wait_for(lambda: versions() == ["1"] and versions(), what="the v1 target")
+        write_json(tmp_path / ROUTES, routes("2"))              # what the model manager writes on a swap
+        assert wait_for(lambda: versions() == ["2"] and versions(), timeout_s=20, what="the v2 target")
+        assert mon.alertmanager is None
