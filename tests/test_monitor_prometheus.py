@@ -194,6 +194,15 @@ def test_dashboard_queries_parse_and_show_the_served_version(stack):
         assert {(r["metric"]["model"], r["metric"]["version"]) for r in rows} == {(MODEL, v)}, title
 
 
+def test_metrics_summary_has_the_served_version(stack):
+    "`make view-metrics`: one row per model version from the recording rules."
+    v = stack["version"]
+    rows = wait_for(lambda: [r for r in ms.metrics_summary(stack["mon"].prometheus_url)
+                             if (r["model"], r["version"]) == (MODEL, v) and r["requests_per_s"]], what="summary row")
+    assert rows[0]["requests_per_s"] > 0 and rows[0]["error_ratio"] == 0
+    assert ms.format_summary(rows).splitlines()[1].split()[:2] == [MODEL, v]
+
+
 def test_alertmanager_routes_quality_and_drift_to_the_agent_webhook(stack):
     "Alerts posted to the real Alertmanager: quality/drift reach the agent's URL and notify; the others notify only."
     mon, hook = stack["mon"], stack["hook"]
