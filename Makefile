@@ -59,10 +59,14 @@ tune: setup      ## Optuna study over configs/training/hyperparameter_space.yaml
 
 test: setup system-deps sync-check lint nbtest pytest   ## everything CI checks
 
-system-deps:     ## Chromium (browser tests) and redis-server (gateway store) from Debian; needs root or it says what to run
+system-deps:     ## Chromium (browser tests), redis-server (gateway store), Prometheus + Alertmanager (monitoring) from Debian; needs root or it says what to run
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	  || { echo "install first: sudo apt-get install $$missing"; exit 1; }; }
+	@mon=""; command -v prometheus >/dev/null && command -v promtool >/dev/null || mon="prometheus"; \
+	command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || mon="$$mon prometheus-alertmanager"; \
+	[ -z "$$mon" ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$mon >/dev/null) \
+	  || { echo "install first: sudo apt-get install --no-install-recommends $$mon"; exit 1; }; }
 
 sync-check: setup  ## fail if llm_platform/ is not exactly what nbs/ exports
 	PATH=$(BIN):$$PATH bash scripts/check_sync.sh
