@@ -283,7 +283,7 @@ def drift_rows(report: Any) -> list[dict]:
 class AgentConfig(Strict):
     "The monitor agent (llm-platform monitor agent)."
     host: str = "127.0.0.1"
-    port: int = Field(9310, gt=0, lt=65536)
+    port: int = Field(9109, gt=0, lt=65536)                      # prometheus.yml scrapes it, alertmanager.yml posts to /alerts
     probes: list[ProbeSpec] = []                 # one per served model to probe
     policy: AlertPolicy = AlertPolicy()
     drift: str | None = None                     # "module:function" returning drift rows/report (no arguments)
