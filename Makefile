@@ -13,7 +13,7 @@ CONFIG ?= configs/pipelines/demo.yaml
 TUNE_CONFIG ?= configs/pipelines/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup llamacpp demo test export lab lint pipeline optimize train train-distributed tune sync-check nbtest pytest system-deps bench clean
+.PHONY: help setup llamacpp demo test export lab lint pipeline optimize train train-distributed tune sync-check nbtest pytest system-deps bench clean start-monitoring view-metrics check-health
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -98,6 +98,17 @@ bench: setup     ## serving, gateway, training and safety benchmarks (minutes); 
 	PYTHONPATH=. $(BIN)/python bench/gateway_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/safety_bench.py
+
+MONITOR_CONFIG ?= configs/monitoring/local.yaml
+
+start-monitoring: setup system-deps  ## Prometheus + Alertmanager + the monitor agent (probe, drift, alert policy) until Ctrl-C (MONITOR_CONFIG=...)
+	$(BIN)/llm-platform monitor start --config $(MONITOR_CONFIG)
+
+view-metrics: setup  ## per model version: requests/s, errors, latency p50/p95/p99, TTFT, ITL, tokens/s, cache hits, SLO burn (from Prometheus)
+	$(BIN)/llm-platform monitor metrics --config $(MONITOR_CONFIG)
+
+check-health: setup  ## up/down of the gateway, each model server, Prometheus, Alertmanager and the agent; exit 1 if one is down
+	$(BIN)/llm-platform monitor health --config $(MONITOR_CONFIG)
 
 clean:           ## remove runs and caches (keeps .venv)
 	rm -rf runs .cache _proc
