@@ -727,8 +727,9 @@ class TracedGateway(Gateway):
         if call.verdicts:
             attrs["llmp.guardrails"] = call.verdicts
         root.set_attributes(attrs)
-        if call.status >= 500 or call.error is not None:
+        if call.status >= 400:
             root.set_attribute("error.type", call.error or str(call.status))
+        if call.status >= 500:               # OTel HTTP conventions: a 4xx is the client's, not a failed server span
             root.set_status(self.tracer.ERROR, call.error or str(call.status))
         root.end()
 
