@@ -77,6 +77,11 @@ class RequestTracer:
         from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+        class _MixedRatio(TraceIdRatioBased):
+            "TraceIdRatioBased on a mix of all 128 bits: the gateway's ids end in a counter, not random bits."
+            def should_sample(self, parent_context, trace_id, *a, **kw):
+                return super().should_sample(parent_context, _mix64(trace_id), *a, **kw)
+
         class _RequestIds(RandomIdGenerator):
             next_trace_id: int | None = None
             def generate_trace_id(self) -> int:
@@ -89,7 +94,7 @@ class RequestTracer:
         self.spec, self.trace = spec, trace
         self.ids = _RequestIds()
         self.provider = TracerProvider(resource=Resource.create({"service.name": spec.service_name}),
-                                       sampler=ParentBased(TraceIdRatioBased(spec.sample_rate)), id_generator=self.ids,
+                                       sampler=ParentBased(_MixedRatio(spec.sample_rate)), id_generator=self.ids,
                                        shutdown_on_exit=False)
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=spec.export_delay_ms))
         self.tracer = self.provider.get_tracer("llm_platform.serve.gateway")
@@ -132,6 +137,15 @@ class RequestTracer:
     def shutdown(self) -> None:
         "Export what is queued and stop the export thread."
         self.provider.shutdown()
+
+_M64 = (1 << 64) - 1
+
+def _mix64(t: int) -> int:
+    "splitmix64's finaliser over both halves of a trace id: consecutive request ids spread over 0..2^64."
+    x = (t ^ (t >> 64)) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
 
 def fail(span, e: BaseException, error_code) -> None:
     "Mark `span` failed by `e`: status ERROR, `error.type` = the error's `code` or class name."
