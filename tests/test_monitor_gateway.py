@@ -199,3 +199,11 @@ def test_fluent_bit_config_tails_the_gateway_log_audit_and_samples():
     parsers = {p["name"]: p for p in cfg["parsers"]}
     assert all(i["name"] == "tail" and parsers[i["parser"]]["format"] == "json" for i in inputs.values())
     assert all(o.get("match") for o in cfg["pipeline"]["outputs"])
+
+
+def test_docs_hold_the_generated_metric_table():
+    "docs/monitoring(.md or /gateway.md) shows mapping_markdown() as the code generates it: regenerate when this fails."
+    from llm_platform.monitor.metrics import mapping_markdown
+    root = find_project_root()
+    docs = [p for p in (root / "docs/monitoring.md", root / "docs/monitoring/gateway.md") if p.exists()]
+    assert any(mapping_markdown() in p.read_text() for p in docs), [str(p) for p in docs]
