@@ -30,7 +30,7 @@ log = get_logger("serve.gateway")
 __all__ = ['log', 'Call', 'Gateway', 'log_extra', 'RelayResponse', 'error_response', 'TracedGateway', 'make_gateway']
 
 # %% ../../nbs/67_serve_gateway.ipynb #78f9abc6
-@dataclass
+@dataclass(slots=True)
 class Call:
     rid: str
     t0: float
@@ -57,6 +57,7 @@ class Call:
     body: dict | None = None         # the body forwarded, when sampled
     trace: object | None = None      # monitor.tracing.RequestTrace, when traced
     trace_id: str | None = None
+    done: bool = False               # finished: settled, counted and audited
 
     def response_headers(self) -> dict[str, str]:
         return {"x-request-id": self.rid, "x-model-version": self.version, **self.headers}
@@ -469,9 +470,9 @@ class Gateway:
 
     async def finish(self, call: Call):
         "Settle, audit and count one request (once)."
-        if getattr(call, "_done", False):
+        if call.done:
             return
-        call._done = True
+        call.done = True
         if call.reservation is not None:
             t = asyncio.get_running_loop().create_task(self.settle(call))
             self._settling.add(t)
