@@ -484,8 +484,8 @@ class Gateway:
         if call.status >= 400:
             call.finish_reason = ("content_filter" if call.error == "content_filter" else
                                   "cancelled" if call.status == 499 else "error")
-        elif call.finish_reason is None:
-            call.finish_reason = "unknown"
+        elif call.finish_reason not in _FINISH:   # none, or an upstream's own word: bounded label values
+            call.finish_reason = "unknown" if call.finish_reason is None else "other"
         model, version = call.model, call.version
         if version == "-" and model != "-":  # refused before an upstream answered: the version it would have gone to
             version = self.pool_version(model)
@@ -529,6 +529,7 @@ class Gateway:
 
 _DONE = object()
 _SEVERITY = {"allow": 0, "modify": 1, "block": 2}
+_FINISH = frozenset({"stop", "length", "tool_calls", "function_call", "content_filter", "abort"})
 
 def log_extra(call: Call) -> dict:
     "The request's fields for a log line (JSON logs show them; text logs ignore them)."
