@@ -61,6 +61,7 @@ UPSTREAM_KEY = "sk-upstream-unused"
 LITELLM_KEY = "sk-bench-litellm"
 ALL_SIDES = ("direct", "ours", "litellm", "portkey")
 OPT_SIDES = ("ours-traced",)        # only when named in --sides
+TRACE_RATE = [1.0]                  # ours-traced's tracing.sample_rate (--trace-sample-rate)
 # The issue's figures for the peers, measured the same way on its author's machine.
 ISSUE = {"litellm": "+10 ms p50, ~90 req/s", "portkey": "+0.8 ms p50 / +7 ms p99, ~1,000 req/s, ~29 ms to first byte"}
 
@@ -389,7 +390,8 @@ def safety_config(work: Path, mask_input: bool) -> Path:
 def ours_config(upstream: str, store_url: str, work: Path, pii: bool, model: str = MODEL,
                 tracing_endpoint: str | None = None) -> dict:
     "Everything on: auth, Redis quotas (a tier no run can exhaust), cache, content guardrail, audit, metrics."
-    tracing = {"tracing": {"enabled": True, "endpoint": tracing_endpoint}} if tracing_endpoint else {}
+    tracing = ({"tracing": {"enabled": True, "endpoint": tracing_endpoint, "sample_rate": TRACE_RATE[0]}}
+               if tracing_endpoint else {})
     return {"host": "127.0.0.1", "port": 8080, "store": store_url, **tracing,
             "models": {model: {"replicas": [{"url": upstream, "version": "1"}],
                                "guardrails": str(safety_config(work, pii))}},
@@ -769,10 +771,12 @@ def main():
     ap.add_argument("--vllm-url", help="an already running vLLM OpenAI server (.../v1): time to first token via ours")
     ap.add_argument("--vllm-model", help="the served model name at --vllm-url")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--trace-sample-rate", type=float, default=1.0, help="ours-traced: tracing.sample_rate")
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)    # internal: run the upstream on PORT
     args = ap.parse_args()
     if args.serve_upstream:
         return serve_upstream(args.serve_upstream)
+    TRACE_RATE[0] = args.trace_sample_rate
     names = [s.strip() for s in args.sides.split(",") if s.strip()]
     if set(names) - set(ALL_SIDES + OPT_SIDES):
         ap.error(f"--sides: unknown {sorted(set(names) - set(ALL_SIDES + OPT_SIDES))}; choose from {ALL_SIDES + OPT_SIDES}")
@@ -847,7 +851,7 @@ def main():
         if receiver is not None:
             receiver.stop()
             out["traced_spans_received"] = receiver.received
-            print(f"ours-traced: {receiver.received} spans received over OTLP")
+            print(f"ours-traced (sample_rate {TRACE_RATE[0]}): {receiver.received} spans received over OTLP")
         load1 = os.getloadavg()
         out["loadavg_end"] = load1
         print(f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (start {load0[0]:.2f}, "

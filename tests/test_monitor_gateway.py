@@ -207,3 +207,13 @@ def test_docs_hold_the_generated_metric_table():
     root = find_project_root()
     docs = [p for p in (root / "docs/monitoring.md", root / "docs/monitoring/gateway.md") if p.exists()]
     assert any(mapping_markdown() in p.read_text() for p in docs), [str(p) for p in docs]
+
+
+def test_a_trace_the_caller_did_not_sample_makes_no_spans_but_keeps_its_id(traced):
+    unsampled = "0c" * 16
+    r = post(traced, chat(temperature=0.5), traceparent=f"00-{unsampled}-00f067aa0ba902b7-00")
+    assert r.status_code == 200 and r.headers["x-trace-id"] == unsampled
+    after = "0d" * 16                                   # a sampled request sent later: once its spans are in, so would be these
+    post(traced, chat(temperature=0.5), **{"x-request-id": "req-" + after})
+    spans_of(traced, after, "chat echo")
+    assert not [s for s in traced["rx"].spans if s["trace_id"] == unsampled]

@@ -118,13 +118,18 @@ class RequestTracer:
         sc = root.get_span_context()
         return RequestTrace(root, self.trace.set_span_in_context(root), format_trace_id(sc.trace_id))
 
-    def child(self, rt: RequestTrace, name: str, attributes: dict | None = None):
-        "A child span of the request (started now; the caller ends it)."
+    def child(self, rt: RequestTrace | None, name: str, attributes: dict | None = None):
+        "A child span of the request (started now; the caller ends it); a no-op span when `rt` is None (not sampled)."
+        if rt is None:
+            return self.trace.INVALID_SPAN
         return self.tracer.start_span(name, context=rt.ctx, attributes=attributes)
 
     @contextlib.contextmanager
-    def span(self, rt: RequestTrace, name: str, attributes: dict | None = None):
+    def span(self, rt: RequestTrace | None, name: str, attributes: dict | None = None):
         "A child span around a step; an exception marks it ERROR with `error.type` (a GatewayError's code)."
+        if rt is None:                      # a request not sampled: no span objects at all
+            yield self.trace.INVALID_SPAN
+            return
         s = self.tracer.start_span(name, context=rt.ctx, attributes=attributes)
         try:
             yield s

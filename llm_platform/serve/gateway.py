@@ -653,9 +653,10 @@ class TracedGateway(Gateway):
         parent = parse_traceparent(tp) if tp else None
         if parent is not None and call.rid != request.headers.get("x-request-id"):
             call.rid = "req-" + format_trace_id(parent[0])   # no usable client id: the caller's trace names it
-        call.trace = self.tracer.start_request(call.rid, tp, request.method, "/v1" + path)
-        call.trace_id = call.trace.trace_id
-        call.headers["x-trace-id"] = call.trace_id
+        rt = self.tracer.start_request(call.rid, tp, request.method, "/v1" + path)
+        call.trace_id = call.headers["x-trace-id"] = rt.trace_id
+        if rt.root.is_recording():           # sampled; otherwise no child spans are made (and nothing to end)
+            call.trace = rt
         return call
 
     def authenticate(self, call: Call, request: Request) -> Principal:
@@ -701,7 +702,7 @@ class TracedGateway(Gateway):
         s.set_attribute("server.address", up.replica.url)
         s.set_attribute("llmp.model.version", up.replica.spec.version)
         s.set_attribute("http.response.status_code", up.status)
-        if stream and up.status == 200:
+        if stream and up.status == 200 and call.trace is not None:
             call.trace.open["upstream"] = s          # ends with the stream, in `finish`
         else:
             s.end()
