@@ -2,6 +2,7 @@
 in front of the instant upstream, spans exported over OTLP/HTTP to a real receiver that decodes the protobuf,
 /metrics checked against the metric catalog (llm_platform.monitor.metrics)."""
 import json
+import os
 import socket
 import time
 
@@ -217,3 +218,27 @@ def test_a_trace_the_caller_did_not_sample_makes_no_spans_but_keeps_its_id(trace
     post(traced, chat(temperature=0.5), **{"x-request-id": "req-" + after})
     spans_of(traced, after, "chat echo")
     assert not [s for s in traced["rx"].spans if s["trace_id"] == unsampled]
+
+
+@pytest.mark.parametrize("path,body,prompt", [
+    ("chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "part one"},
+                                                                   {"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "part one"),
+    ("chat/completions", {"messages": [{"role": "system", "content": "be brief"}], "stream": True}, ""),
+    ("completions", {"prompt": ["first", "second"]}, "first\nsecond"),
+    ("completions", {"prompt": [1, 2, 3]}, ""),
+])
+def test_odd_bodies_are_traced_and_sampled_without_a_500(traced, path, body, prompt):
+    rid = "req-" + os.urandom(16).hex()
+    r = httpx.post(f"{traced['gw'].url}/v1/{path}", json={"model": "echo", "max_tokens": 4, **body}, timeout=30,
+                   headers={"authorization": f"Bearer {traced['key']}", "x-request-id": rid})
+    assert r.status_code < 500 or r.status_code == 503, r.text
+    samples = traced["dir"] / "samples.jsonl"
+    deadline = time.monotonic() + 10
+    while rid not in samples.read_text():
+        assert time.monotonic() < deadline, "no sample line"
+        time.sleep(0.05)
+    rec = next(json.loads(line) for line in samples.read_text().splitlines() if rid in line)
+    assert rec["prompt"] == prompt and rec["status"] == r.status_code
+    assert rec["endpoint"] == ("chat" if path.startswith("chat") else "completions")
+    spans_of(traced, rid[4:], "chat echo" if path.startswith("chat") else "text_completion echo")
