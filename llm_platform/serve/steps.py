@@ -100,7 +100,7 @@ def cache_key(path: str, version: str, guardrails_id: str, body: dict) -> str:
     norm = {k: v for k, v in body.items() if k not in _NOT_IN_KEY}
     h = hashlib.sha256(f"{path}\0{version}\0{guardrails_id}\0".encode())
     h.update(orjson.dumps(norm, option=orjson.OPT_SORT_KEYS))
-    return "cache:" + h.hexdigest()
+    return "cache2:" + h.hexdigest()     # 2: entries name the finish reason (gateway 67); never read an older one
 
 # %% ../../nbs/65_serve_steps.ipynb #7d9f7889
 def stream_window(content_cfg, floor: int = 32) -> int:
