@@ -185,7 +185,7 @@ def test_log_lines_are_json_with_request_and_trace_ids(traced):
     line = next(x for x in ours if x.get("request_id") == rid)
     assert line["trace_id"] == "1c" * 16 and line["status"] == 200 and line["version"] == "echo-v1"
     assert line["logger"] == "llm_platform.serve.gateway" and line["level"] == "INFO" and line["duration_ms"] > 0
-    assert {"ts", "msg", "model"} <= set(line)
+    assert {"ts", "msg", "model"} <= set(line) and line["finish_reason"] == "stop"
 
 
 def test_fluent_bit_config_tails_the_gateway_log_audit_and_samples():

@@ -505,7 +505,8 @@ class Gateway:
             self.samples.put(self.sample_record(call, version))
         if self.cfg.access_log:
             log.info("%s %s -> %d in %.1f ms", call.op, model, call.status, elapsed * 1000,
-                     extra={**log_extra(call), "version": version, "duration_ms": round(elapsed * 1000, 2)})
+                     extra={**log_extra(call), "version": version, "duration_ms": round(elapsed * 1000, 2),
+                            "finish_reason": call.finish_reason})
         if self.audit:
             p = call.principal
             self.audit.record(p.key_id if p else None, request_id=call.rid, tenant=p.tenant if p else None,
