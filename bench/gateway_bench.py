@@ -8,6 +8,8 @@ One run, one machine, every side started once and pointed at the same upstream: 
   ours      `llm-platform gateway run`: auth + Redis quotas + cache lookup + content guardrail + audit + metrics
   litellm   the LiteLLM proxy, pinned, in its own venv under .cache/bench/, defaults (master key, no database)
   portkey   the Portkey gateway (npm @portkey-ai/gateway, pinned, @hono/node-server 1.13.5) under .cache/bench/
+  ours-traced  (opt-in) ours with `tracing.enabled`: OpenTelemetry spans of every request exported over OTLP/HTTP
+            to a receiver in this process (llm_platform.monitor.tracing.OTLPReceiver, counting only)
 
 Measures (sides alternate: round r runs the sides rotated by r, so drift and other jobs hit every side alike):
   1. wrk, c=1 (-t1) and c=16 (-t2), non-cacheable chat body (temperature 0.7): p50/p95/p99 and req/s per cell;
@@ -26,6 +28,7 @@ Exit 0 whatever the figures: it is a measurement, and PASS/MISS lines only read 
     PYTHONPATH=. .venv/bin/python bench/gateway_bench.py                    # ~5.5 min; installs the peers once
     PYTHONPATH=. .venv/bin/python bench/gateway_bench.py --sides direct,portkey --rounds 1 --seconds 2
     PYTHONPATH=. .venv/bin/python bench/gateway_bench.py --vllm-url http://127.0.0.1:8000/v1 --vllm-model NAME
+    PYTHONPATH=. .venv/bin/python bench/gateway_bench.py --sides direct,ours,ours-traced   # tracing's cost
 """
 import argparse
 import asyncio
@@ -57,6 +60,8 @@ MODEL = "m"
 UPSTREAM_KEY = "sk-upstream-unused"
 LITELLM_KEY = "sk-bench-litellm"
 ALL_SIDES = ("direct", "ours", "litellm", "portkey")
+OPT_SIDES = ("ours-traced",)        # only when named in --sides
+TRACE_RATE = [1.0]                  # ours-traced's tracing.sample_rate (--trace-sample-rate)
 # The issue's figures for the peers, measured the same way on its author's machine.
 ISSUE = {"litellm": "+10 ms p50, ~90 req/s", "portkey": "+0.8 ms p50 / +7 ms p99, ~1,000 req/s, ~29 ms to first byte"}
 
@@ -382,9 +387,12 @@ def safety_config(work: Path, mask_input: bool) -> Path:
     return f
 
 
-def ours_config(upstream: str, store_url: str, work: Path, pii: bool, model: str = MODEL) -> dict:
+def ours_config(upstream: str, store_url: str, work: Path, pii: bool, model: str = MODEL,
+                tracing_endpoint: str | None = None) -> dict:
     "Everything on: auth, Redis quotas (a tier no run can exhaust), cache, content guardrail, audit, metrics."
-    return {"host": "127.0.0.1", "port": 8080, "store": store_url,
+    tracing = ({"tracing": {"enabled": True, "endpoint": tracing_endpoint, "sample_rate": TRACE_RATE[0]}}
+               if tracing_endpoint else {})
+    return {"host": "127.0.0.1", "port": 8080, "store": store_url, **tracing,
             "models": {model: {"replicas": [{"url": upstream, "version": "1"}],
                                "guardrails": str(safety_config(work, pii))}},
             "auth": {"key_store": str(work / "api_keys.json"),
@@ -394,9 +402,9 @@ def ours_config(upstream: str, store_url: str, work: Path, pii: bool, model: str
 
 
 def start_ours(name: str, upstream: str, store_url: str, key: str, work: Path, pii: bool = False,
-               model: str = MODEL) -> Side:
+               model: str = MODEL, tracing_endpoint: str | None = None) -> Side:
     cfg = work / f"{name}.yaml"
-    cfg.write_text(json.dumps(ours_config(upstream, store_url, work, pii, model), indent=1))  # JSON is YAML
+    cfg.write_text(json.dumps(ours_config(upstream, store_url, work, pii, model, tracing_endpoint), indent=1))  # JSON is YAML
     port = free_port()
     proc = Proc(name, [gateway_exe(), "gateway", "run", "--config", cfg, "--set", f"port={port}"], work / f"{name}.log",
                 env=ours_env()).start()
@@ -738,6 +746,12 @@ def print_targets(wrk: dict, ttfb: dict, cache: dict | None, names: list[str]):
         line(f">= 1,000 req/s on cache hits (16 clients): {cache['c16']['rps']:.0f}", cache["c16"]["rps"] >= 1000)
     else:
         print("  ours was not run (--sides): no target read")
+    if {"ours", "ours-traced"} <= set(names):
+        on, off = wrk["c1/ours-traced"], wrk["c1/ours"]
+        print(f"  tracing on - off, 1 client: p50 {fmt(on['added_p50'] - off['added_p50'], sign=True)} ms, "
+              f"p95 {fmt(on['added_p95'] - off['added_p95'], sign=True)} ms, server CPU "
+              f"{fmt(on['cpu_ms'] - off['cpu_ms'], sign=True)} ms/req; 16 clients: "
+              f"{wrk['c16/ours-traced']['rps']:.0f} vs {wrk['c16/ours']['rps']:.0f} req/s")
     for n, text in ISSUE.items():
         if n in names:
             print(f"  {n} here: {fmt(wrk[f'c1/{n}']['added_p50'], sign=True)} ms p50 / "
@@ -757,13 +771,15 @@ def main():
     ap.add_argument("--vllm-url", help="an already running vLLM OpenAI server (.../v1): time to first token via ours")
     ap.add_argument("--vllm-model", help="the served model name at --vllm-url")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--trace-sample-rate", type=float, default=1.0, help="ours-traced: tracing.sample_rate")
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)    # internal: run the upstream on PORT
     args = ap.parse_args()
     if args.serve_upstream:
         return serve_upstream(args.serve_upstream)
+    TRACE_RATE[0] = args.trace_sample_rate
     names = [s.strip() for s in args.sides.split(",") if s.strip()]
-    if set(names) - set(ALL_SIDES):
-        ap.error(f"--sides: unknown {sorted(set(names) - set(ALL_SIDES))}; choose from {ALL_SIDES}")
+    if set(names) - set(ALL_SIDES + OPT_SIDES):
+        ap.error(f"--sides: unknown {sorted(set(names) - set(ALL_SIDES + OPT_SIDES))}; choose from {ALL_SIDES + OPT_SIDES}")
     if args.vllm_url and not args.vllm_model:
         ap.error("--vllm-url needs --vllm-model")
     names = ["direct"] + [n for n in names if n != "direct"]        # every figure is read against direct
@@ -776,7 +792,7 @@ def main():
           f" | Python {platform.python_version()} | {wrk_version}", flush=True)
     out: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_start": load0, "args": vars(args)}
     procs: list[Proc] = []
-    redis = None
+    redis = receiver = None
     work = Path(tempfile.mkdtemp(prefix="gwbench-"))        # short: redis' unix socket path lives here
     try:
         up_port = free_port()
@@ -785,10 +801,16 @@ def main():
         upstream = f"http://127.0.0.1:{up_port}/v1"
         sides = {"direct": Side("direct", f"{upstream}/chat/completions", {}, up, "raw ASGI on uvicorn (uvloop, httptools)")}
         wait_ready(sides["direct"], 30)
-        if "ours" in names:
+        if {"ours", "ours-traced"} & set(names):
             from llm_platform.serve.store import RedisServer
             redis = RedisServer(work / "redis").start()
             key = create_key(work)
+        if "ours-traced" in names:
+            from llm_platform.monitor.tracing import OTLPReceiver
+            receiver = OTLPReceiver(keep=False).start()
+            sides["ours-traced"] = start_ours("ours-traced", upstream, redis.url, key, work, tracing_endpoint=receiver.url)
+            sides["ours-traced"].also = [redis.proc.pid]
+        if "ours" in names:
             sides["ours"] = start_ours("ours", upstream, redis.url, key, work)
             sides["ours-pii"] = start_ours("ours-pii", upstream, redis.url, key, work, pii=True)
             sides["ours"].also = sides["ours-pii"].also = [redis.proc.pid]          # quotas and cache live there
@@ -826,6 +848,10 @@ def main():
             p.stop()
         if redis is not None:
             redis.stop()
+        if receiver is not None:
+            receiver.stop()
+            out["traced_spans_received"] = receiver.received
+            print(f"ours-traced (sample_rate {TRACE_RATE[0]}): {receiver.received} spans received over OTLP")
         load1 = os.getloadavg()
         out["loadavg_end"] = load1
         print(f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (start {load0[0]:.2f}, "

@@ -379,9 +379,13 @@ def test_metrics_carry_model_and_version(gateways, env):
     from prometheus_client.parser import text_string_to_metric_families
     fams = {f.name: f for f in text_string_to_metric_families(httpx.get(gateways[0].url + "/metrics").text)}
     ok = [s for s in fams["llmp_gateway_requests"].samples
-          if s.labels == {"model": "echo", "version": "echo-v1", "status": "200"} and s.name.endswith("_total")]
+          if s.labels == {"model": "echo", "version": "echo-v1", "status": "200", "finish_reason": "stop"}
+          and s.name.endswith("_total")]
     assert ok and ok[0].value > 0
-    assert "llmp_gateway_request_duration_seconds" in fams and "llmp_gateway_quota_refusals" in fams
+    assert any(s.labels.get("model") == "tiny" and s.labels.get("version") == "tiny-v1"
+               and s.labels.get("gen_ai_operation_name") == "chat" and s.name.endswith("_count") and s.value > 0
+               for s in fams["gen_ai_server_time_to_first_token_seconds"].samples)
+    assert "gen_ai_server_request_duration_seconds" in fams and "llmp_gateway_quota_refusals" in fams
     assert any(s.labels.get("model") == "tiny" and s.labels.get("version") == "tiny-v1" and s.value == 1
                for s in fams["llmp_gateway_replica_healthy"].samples)
 

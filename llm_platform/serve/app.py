@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core import get_logger, resolve_path
 from .config import GatewayConfig
-from .gateway import Gateway, error_response
+from .gateway import Gateway, error_response, make_gateway
 from .protocol import (ChatCompletionRequest, CompletionRequest, GatewayError, KeyCreate, Swap,
                                           request_id)
 from .steps import Principal
@@ -53,7 +53,7 @@ def build_app(cfg: GatewayConfig, gateway: Gateway | None = None) -> FastAPI:
         await app.state.gateway.close()
 
     app = FastAPI(title="llm_platform gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.gateway = gateway or Gateway(cfg)
+    app.state.gateway = gateway or make_gateway(cfg)
     if cfg.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST"],
@@ -263,6 +263,9 @@ def serve_gateway(cfg: GatewayConfig, fd: int | None = None) -> None:
 
     import uvicorn
     from threadpoolctl import threadpool_limits
+
+    from llm_platform.monitor.tracing import configure_logging
+    configure_logging(cfg.log_format)
     app = build_app(cfg)
     threadpool_limits(1)     # numpy/BLAS inside spaCy: 2 threads cost ~5x the CPU of 1 on these tiny matrices
     if not coalesce_response_writes():
@@ -278,6 +281,8 @@ def run_gateway(cfg: GatewayConfig) -> None:
     managed = {n: r.target for n, r in cfg.models.items() if r.target}
     if cfg.workers == 1 and not managed:
         return serve_gateway(cfg)
+    from llm_platform.monitor.tracing import configure_logging
+    configure_logging(cfg.log_format)
     from llm_platform.core import parent_death_hook
     state = resolve_path(cfg.manager.state_dir)
     state.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..config import Strict
+from ..monitor.tracing import TracingSpec
 from ..security.auth import JWTConfig
 from .manager import ManagerConfig
 from .store import LimitSpec
 from .upstream import ReplicaSpec, UpstreamPolicy
 
 # %% auto #0
-__all__ = ['ModelRoute', 'JWTKeySpec', 'GatewayAuth', 'CacheSpec', 'AuditSpec', 'GatewayConfig']
+__all__ = ['ModelRoute', 'JWTKeySpec', 'GatewayAuth', 'CacheSpec', 'AuditSpec', 'SamplesSpec', 'GatewayConfig']
 
 # %% ../../nbs/62_serve_config.ipynb #bef479dd
 class ModelRoute(Strict):
@@ -77,6 +78,13 @@ class AuditSpec(Strict):
     flush_ms: float = Field(100, gt=0)        # a batch waits at most this long before it is written (what a crash can lose)
     max_batch: int = Field(512, gt=0)
 
+class SamplesSpec(Strict):
+    "Traffic samples for drift and reports: a fraction of requests, PII-scrubbed, one JSON line each."
+    enabled: bool = False
+    rate: float = Field(0.1, ge=0, le=1)       # fraction of requests sampled
+    path: str = "runs/gateway/samples.jsonl"
+    max_chars: int = Field(4000, gt=0)        # prompt and response are cut to this length
+
 class GatewayConfig(Strict):
     "The serving gateway (llm-platform gateway run)."
     host: str = "127.0.0.1"
@@ -94,6 +102,10 @@ class GatewayConfig(Strict):
     manager: ManagerConfig = ManagerConfig()  # starts the replicas of models with a `target`
     max_body_bytes: int = Field(1_048_576, gt=0)  # larger request bodies get 413
     cors_origins: list[str] = []              # browsers allowed to call the API; none by default
+    tracing: TracingSpec = TracingSpec()      # OpenTelemetry spans per request, over OTLP (llm_platform.monitor.tracing)
+    log_format: Literal["text", "json"] = "text"  # json: one object per line with request and trace ids
+    access_log: bool = False                  # one log line per request (ids, status, duration_ms)
+    samples: SamplesSpec = SamplesSpec()      # traffic samples for drift detection (nbs/84)
 
     @model_validator(mode="after")
     def _models(self):

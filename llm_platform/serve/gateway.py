@@ -20,20 +20,21 @@ from ..security.audit import AuditLog
 from .config import GatewayConfig
 from .protocol import GatewayError, parse_request, request_id
 from .steps import (AuditWriter, Authenticator, GatewayMetrics, ModelGuard, Principal,
-                                      StreamGuard, cache_key, load_guards)
+                                      SampleWriter, StreamGuard, cache_key, load_guards)
 from .store import StoreUnavailable, open_store
 from .upstream import NoHealthyReplica, ReplicaSpec, UnknownModel, UpstreamError, UpstreamPool
 
 log = get_logger("serve.gateway")
 
 # %% auto #0
-__all__ = ['log', 'Call', 'Gateway', 'RelayResponse', 'error_response']
+__all__ = ['log', 'Call', 'Gateway', 'log_extra', 'RelayResponse', 'error_response', 'TracedGateway', 'make_gateway']
 
 # %% ../../nbs/67_serve_gateway.ipynb #78f9abc6
-@dataclass
+@dataclass(slots=True)
 class Call:
     rid: str
     t0: float
+    op: str = "chat"                 # gen_ai.operation.name: chat | text_completion
     model: str = "-"
     version: str = "-"
     principal: Principal | None = None
@@ -41,12 +42,22 @@ class Call:
     status: int = 200
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cache: str = "bypass"            # hit | miss | bypass | error
+    cache: str = "bypass"            # hit | miss | skip (not cacheable) | error (store down) | bypass (not looked at)
     verdicts: list[str] = field(default_factory=list)
+    checks: list[tuple] = field(default_factory=list)   # (phase, action) of every guardrail verdict
     stream: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     streamed: int = 0                # content events received from the upstream (one token each on vLLM)
+    finish_reason: str | None = None
+    t_first: float = 0.0             # perf_counter of the first / last content event from the upstream (streams)
+    t_last: float = 0.0
+    queued: object | None = None     # the queue-length gauge this request holds until `finish`
+    sample: list[str] | None = None  # the answer's text pieces, when this request is sampled
+    body: dict | None = None         # the body forwarded, when sampled
+    trace: object | None = None      # monitor.tracing.RequestTrace, when traced
+    trace_id: str | None = None
+    done: bool = False               # finished: settled, counted and audited
 
     def response_headers(self) -> dict[str, str]:
         return {"x-request-id": self.rid, "x-model-version": self.version, **self.headers}
@@ -69,6 +80,9 @@ class Gateway:
                 self.pool.set_replicas(name, route.replicas)
         self.audit = (AuditWriter(AuditLog(resolve_path(cfg.audit.path), key_env=cfg.audit.key_env),
                                   cfg.audit.flush_ms, cfg.audit.max_batch) if cfg.audit.enabled else None)
+        self.samples = (SampleWriter(resolve_path(cfg.samples.path), cfg.samples.rate, cfg.samples.max_chars)
+                        if cfg.samples.enabled else None)
+        self._versions: dict[str, tuple] = {}
         self.routes_path = resolve_path(cfg.manager.state_dir) / "routes.json"
         self._routes_stamp = None
         self._tasks: list[asyncio.Task] = []
@@ -78,6 +92,8 @@ class Gateway:
         await self.pool.start()
         if self.audit:
             self.audit.start()
+        if self.samples:
+            self.samples.start()
         if any(r.target for r in self.cfg.models.values()):
             self.apply_routes()
             self._tasks.append(asyncio.get_running_loop().create_task(self._follow_routes()))
@@ -89,6 +105,8 @@ class Gateway:
             await asyncio.gather(*self._settling, return_exceptions=True)
         if self.audit:
             await self.audit.close()
+        if self.samples:
+            await asyncio.to_thread(self.samples.close)
         await self.pool.close()
         await self.store.close()
 
@@ -118,6 +136,15 @@ class Gateway:
                 log.warning("routes file %s not applied: %s", self.routes_path, e)
 
     # ---- steps ------------------------------------------------------------------------------
+    def new_call(self, request: Request, path: str) -> Call:
+        "The record of a request that just arrived (TracedGateway also starts its root span here)."
+        return Call(request_id(request.headers.get("x-request-id")), time.perf_counter(),
+                    "chat" if path == "/chat/completions" else "text_completion")
+
+    def authenticate(self, call: Call, request: Request) -> Principal:
+        p = call.principal = self.auth.authenticate(request.headers.get("authorization"), "chat")
+        return p
+
     async def read_json_body(self, request: Request) -> dict:
         "The request body, bounded and parsed (413 / 400)."
         size = request.headers.get("content-length")
@@ -147,7 +174,7 @@ class Gateway:
                                headers={"retry-after": "1"}) from None
         call.headers.update(adm.headers())
         if not adm.allowed:
-            self.metrics.refusals.labels(adm.reason or "quota").inc()
+            self.metrics.series(self.metrics.refusals, call.model, self.pool_version(call.model), adm.reason or "quota").inc()
             raise GatewayError(429, f"rate limit reached for {adm.reason} per {p.limits.window_s} s window; "
                                     f"retry after {adm.retry_after_s} s", f"rate_limit_{adm.reason}",
                                headers=adm.headers())
@@ -177,8 +204,8 @@ class Gateway:
                 await self.store.cache_set(key, value, self.cfg.cache.ttl_s)
 
     def note_verdict(self, call: Call, v, what: str) -> None:
-        "Count a guardrail verdict, keep it for the audit record, and answer 400 content_filter on a block."
-        self.metrics.series(self.metrics.verdicts, v.phase, v.action).inc()
+        "Keep a guardrail verdict (counted by `finish`, when the version is known) and answer 400 content_filter on a block."
+        call.checks.append((v.phase, v.action))
         if v.action != "allow":
             call.verdicts.append(f"{v.phase}:{v.action}:{','.join(sorted({r.name for r in v.reasons}))}")
         if v.action == "block":
@@ -217,12 +244,12 @@ class Gateway:
 
     # ---- the handler ------------------------------------------------------------------------
     async def handle(self, request: Request, kind: type, path: str) -> Response:
-        call = Call(request_id(request.headers.get("x-request-id")), time.perf_counter())
+        call = self.new_call(request, path)
         try:
             body = await self.read_json_body(request)
             req = parse_request(kind, body)
             call.stream = req.stream
-            p = call.principal = self.auth.authenticate(request.headers.get("authorization"), "chat")
+            p = self.authenticate(call, request)
             route = self.cfg.models.get(req.model)
             if route is None:
                 raise GatewayError(404, f"model {req.model!r} is not served here; GET /v1/models lists them",
@@ -240,14 +267,21 @@ class Gateway:
             if req.completion_budget() is None:
                 body["max_tokens"] = budget
             guard = self.guards[req.model]
+            if self.samples is not None and self.samples.sampled():
+                call.sample, call.body = [], body
             key = hit = None
-            if self.cfg.cache.enabled and req.deterministic and "no-cache" not in request.headers.get("cache-control", ""):
-                key = cache_key(path, self.pool_version(req.model), guard.ident, body)
-                hit = await self.cache_get(call, key)
+            if self.cfg.cache.enabled:
+                if req.deterministic and "no-cache" not in request.headers.get("cache-control", ""):
+                    key = cache_key(path, self.pool_version(req.model), guard.ident, body)
+                    hit = await self.cache_get(call, key)
+                else:
+                    call.cache = "skip"
             await self.admit(call, p, 0 if hit is not None else budget)   # a hit counts as a request, costs no tokens
             if hit is not None:
                 return await self.replay(call, hit)
             body = await self.check_input(call, guard, body, path)
+            if call.sample is not None:
+                call.body = body             # as forwarded (PII masked when the guardrails mask)
             if req.stream:
                 return await self.forward_stream(call, guard, body, path, key, bool(req.stream_options and
                                                                                     req.stream_options.include_usage))
@@ -257,20 +291,26 @@ class Gateway:
             await self.finish(call)
             return error_response(e, call)
         except Exception:             # a bug, not the client's fault: still settle and audit, answer 500
-            log.exception("%s: internal error", call.rid)
+            log.exception("%s: internal error", call.rid, extra=log_extra(call))
             call.status, call.error = 500, "internal_error"
             await self.finish(call)
             return error_response(GatewayError(500, "internal error in the gateway; see its log", "internal_error"), call)
 
     def pool_version(self, model: str) -> str:
-        "The version new requests for `model` go to (cache keys name it)."
-        reps = self.pool.models().get(model) or []
-        return ",".join(sorted({r.spec.version for r in reps})) or "-"
+        "The version new requests for `model` go to (cache keys and refused requests' metrics name it)."
+        reps = self.pool._routes.get(model)        # replaced, never mutated, when the routes change
+        memo = self._versions.get(model)
+        if memo is None or memo[0] is not reps:
+            memo = self._versions[model] = (reps, ",".join(sorted({r.spec.version for r in reps or ()})) or "-")
+        return memo[1]
 
     async def replay(self, call: Call, hit: bytes) -> Response:
         "A cached answer: JSON as it was sent, or a stream replayed as a stream."
-        kind, version, payload = hit[:1], *hit[1:].split(b"\n", 1)
-        call.version = version.decode()
+        kind, head, payload = hit[:1], *hit[1:].split(b"\n", 1)
+        version, _, finish = head.partition(b"\t")     # "<version>\t<finish_reason>" (older entries: no reason)
+        call.version, call.finish_reason = version.decode(), finish.decode() or None
+        if call.sample is not None:
+            call.sample.append(_answer_text(payload, kind == b"S"))
         call.headers["x-cache"] = "hit"
         await self.finish(call)              # reserved 0 tokens: nothing to settle
         if kind == b"S":             # the whole stream at once: a client reads it event by event all the same
@@ -279,6 +319,8 @@ class Gateway:
 
     async def send(self, call: Call, path: str, body: dict, stream: bool):
         "The pool's answer, or 503 with Retry-After when no replica can take the request."
+        call.queued = self.metrics.series(self.metrics.queue, call.model, self.pool_version(call.model))
+        call.queued.inc()                    # until `finish`: waiting for, or in, an upstream
         try:
             return await self.pool.request(call.model, path, body, stream=stream)
         except NoHealthyReplica as e:
@@ -304,11 +346,16 @@ class Gateway:
         resp = orjson.loads(up.body)
         usage = resp.get("usage") or {}
         call.prompt_tokens, call.completion_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        choices = resp.get("choices") or [{}]
+        call.finish_reason = choices[0].get("finish_reason")
         resp = self.check_output(call, guard, body, resp)
         out = orjson.dumps(resp)
+        if call.sample is not None:
+            call.sample.append(_choice_text((resp.get("choices") or [{}])[0]))
         if key:
             call.headers["x-cache"] = "miss"
-            await self.cache_set(key, b"J" + call.version.encode() + b"\n" + out)
+            await self.cache_set(key, b"J" + call.version.encode() + b"\t" + (call.finish_reason or "").encode()
+                                 + b"\n" + out)
         await self.finish(call)     # the settle is queued before the reply: the client's next request sees the real usage
         return Response(out, media_type="application/json", headers=call.response_headers())
 
@@ -340,14 +387,20 @@ class Gateway:
                 buf += chunk
                 *events, buf = buf.split(b"\n\n")
                 for ev in events:
+                    seen = call.streamed
                     out = self._relay_event(call, g, guard, guards, ev, client_wants_usage)
+                    if call.streamed != seen:    # content from the upstream: time per output token spans these
+                        call.t_last = time.perf_counter()
+                        if not seen:
+                            call.t_first = call.t_last
                     if out is None:
                         continue
                     if out is _DONE:
                         complete = True
                         out = b"data: [DONE]\n\n"
-                    if first:
-                        self.metrics.series(self.metrics.ttft, call.model, call.version).observe(time.perf_counter() - call.t0)
+                    if first and call.streamed:  # the first content the client gets (not the role chunk)
+                        self.metrics.series(self.metrics.ttft, call.model, call.version, call.op).observe(
+                            time.perf_counter() - call.t0)
                         first = False
                     sent.append(out)
                     yield out
@@ -355,7 +408,7 @@ class Gateway:
                         complete = False
                         return
         except Exception as e:          # the replica broke mid-stream (a client leaving is a CancelledError: not here)
-            log.warning("%s: upstream stream broke: %s", call.rid, e)
+            log.warning("%s: upstream stream broke: %s", call.rid, e, extra=log_extra(call))
             call.status, call.error = 502, "upstream_broke"
             yield b"data: " + orjson.dumps(GatewayError(502, "the model server failed mid-stream; retry", "upstream_broke").body()) + b"\n\n"
         finally:
@@ -363,7 +416,8 @@ class Gateway:
             if not call.completion_tokens:        # no usage event (client gone, upstream died): what was generated
                 call.completion_tokens = call.streamed
             if key and complete and len(sent) > 0:
-                await self.cache_set(key, b"S" + call.version.encode() + b"\n" + b"".join(sent))
+                await self.cache_set(key, b"S" + call.version.encode() + b"\t" + (call.finish_reason or "").encode()
+                                     + b"\n" + b"".join(sent))
             if not complete and call.status == 200:
                 call.status = 499 if call.error is None else call.status
             await self.finish(call)
@@ -377,12 +431,18 @@ class Gateway:
         if data == b"[DONE]":
             return _DONE
         msg = orjson.loads(data)
-        call.streamed += sum(1 for ch in msg.get("choices", ()) if (ch.get("delta") or {}).get("content") or ch.get("text"))
+        for ch in msg.get("choices", ()):
+            if (ch.get("delta") or {}).get("content") or ch.get("text"):
+                call.streamed += 1
+            if ch.get("finish_reason"):
+                call.finish_reason = ch["finish_reason"]
         if msg.get("usage") and not msg.get("choices"):
             u = msg["usage"]
             call.prompt_tokens, call.completion_tokens = u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
             return b"data: " + data + b"\n\n" if client_wants_usage else None
         if g is None:
+            if call.sample is not None and msg.get("choices"):
+                call.sample.append(_choice_text(msg["choices"][0]))
             return b"data: " + data + b"\n\n"
         for ch in msg.get("choices", []):
             delta = ch.get("delta") or {}
@@ -391,10 +451,12 @@ class Gateway:
                 continue
             sg = guards.setdefault(ch.get("index", 0), StreamGuard(g.content, guard.window, guard.hold))
             out = sg.feed(text or "", final=ch.get("finish_reason") is not None)
+            if call.sample is not None and ch.get("index", 0) == 0:
+                call.sample.append(out)
             if sg.blocked:
                 cats = sorted({f.category for f in sg.blocked.flags if f.action == "block"})
                 call.verdicts.append(f"post_call:block:{','.join(cats)}")
-                self.metrics.verdicts.labels("post_call", "block").inc()
+                call.checks.append(("post_call", "block"))
                 call.status, call.error = 400, "content_filter"
                 err = GatewayError(400, f"response blocked by post_call: {', '.join(cats)}", "content_filter", ",".join(cats))
                 return b"data: " + orjson.dumps(err.body()) + b"\n\n"
@@ -408,31 +470,110 @@ class Gateway:
 
     async def finish(self, call: Call):
         "Settle, audit and count one request (once)."
-        if getattr(call, "_done", False):
+        if call.done:
             return
-        call._done = True
+        call.done = True
         if call.reservation is not None:
             t = asyncio.get_running_loop().create_task(self.settle(call))
             self._settling.add(t)
             t.add_done_callback(self._settling.discard)
         elapsed = time.perf_counter() - call.t0
+        if call.queued is not None:
+            call.queued.dec()
+            call.queued = None
+        if call.status >= 400:
+            call.finish_reason = ("content_filter" if call.error == "content_filter" else
+                                  "cancelled" if call.status == 499 else "error")
+        elif call.finish_reason not in _FINISH:   # none, or an upstream's own word: bounded label values
+            call.finish_reason = "unknown" if call.finish_reason is None else "other"
+        model, version = call.model, call.version
+        if version == "-" and model != "-":  # refused before an upstream answered: the version it would have gone to
+            version = self.pool_version(model)
         m, s = self.metrics, self.metrics.series
-        s(m.requests, call.model, call.version, str(call.status)).inc()
-        s(m.latency, call.model, call.version).observe(elapsed)
+        s(m.requests, model, version, str(call.status), call.finish_reason).inc()
+        s(m.duration, model, version, call.op).observe(elapsed)
         if call.prompt_tokens or call.completion_tokens:
-            s(m.tokens, call.model, call.version, "prompt").inc(call.prompt_tokens)
-            s(m.tokens, call.model, call.version, "completion").inc(call.completion_tokens)
+            s(m.tokens, model, version, "input").inc(call.prompt_tokens)
+            s(m.tokens, model, version, "output").inc(call.completion_tokens)
+        if call.t_first and call.status == 200 and call.completion_tokens > 1 and call.t_last > call.t_first:
+            s(m.tpot, model, version, call.op).observe((call.t_last - call.t_first) / (call.completion_tokens - 1))
         if call.cache != "bypass":
-            s(m.cache, call.model, call.cache).inc()
+            s(m.cache, model, version, call.cache).inc()
+        for phase, action in call.checks:
+            s(m.verdicts, model, version, phase, action).inc()
+        if call.sample is not None and self.samples is not None:
+            self.samples.put(self.sample_record(call, version))
+        if self.cfg.access_log:
+            log.info("%s %s -> %d in %.1f ms", call.op, model, call.status, elapsed * 1000,
+                     extra={**log_extra(call), "version": version, "duration_ms": round(elapsed * 1000, 2),
+                            "finish_reason": call.finish_reason})
         if self.audit:
             p = call.principal
             self.audit.record(p.key_id if p else None, request_id=call.rid, tenant=p.tenant if p else None,
                               model=call.model, version=call.version, status=call.status, stream=call.stream,
                               prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
                               latency_ms=round(elapsed * 1000, 2), cache=call.cache, guardrails=call.verdicts,
-                              error=call.error)
+                              error=call.error, finish_reason=call.finish_reason, trace_id=call.trace_id)
+
+    def sample_record(self, call: Call, version: str) -> dict:
+        "One traffic sample (the contract of issue 15; the writer thread scrubs and cuts the text)."
+        acts = {"pre": None, "post": None}
+        for phase, action in call.checks:
+            k = "post" if phase == "post_call" else "pre"
+            if _SEVERITY[action] >= _SEVERITY.get(acts[k], -1):
+                acts[k] = action
+        return {"ts": time.time(), "request_id": call.rid, "trace_id": call.trace_id, "model": call.model,
+                "version": version, "endpoint": "chat" if call.op == "chat" else "completions",
+                "prompt": _prompt_text(call.body), "response": "".join(call.sample or ()),
+                "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+                "finish_reason": call.finish_reason, "status": call.status, "guardrail": acts}
 
 _DONE = object()
+_SEVERITY = {"allow": 0, "modify": 1, "block": 2}
+_FINISH = frozenset({"stop", "length", "tool_calls", "function_call", "content_filter", "abort"})
+
+def log_extra(call: Call) -> dict:
+    "The request's fields for a log line (JSON logs show them; text logs ignore them)."
+    return {"request_id": call.rid, "trace_id": call.trace_id, "model": call.model, "version": call.version,
+            "status": call.status}
+
+def _choice_text(ch: dict) -> str:
+    "The text of one choice: a chat message, a stream delta, or a completion."
+    if "message" in ch:
+        c = (ch["message"] or {}).get("content")
+    elif "delta" in ch:
+        c = (ch["delta"] or {}).get("content")
+    else:
+        c = ch.get("text")
+    return c if isinstance(c, str) else ""
+
+def _content_text(c) -> str:
+    if isinstance(c, str):
+        return c
+    return " ".join(p.get("text") or "" for p in c or () if isinstance(p, dict) and p.get("type") == "text")
+
+def _prompt_text(body: dict | None) -> str:
+    "The last user message (chat) or the prompt(s) (completions) of a request body."
+    if not body:
+        return ""
+    if "messages" in body:
+        users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        return _content_text(users[-1].get("content")) if users else ""
+    p = body.get("prompt")
+    return p if isinstance(p, str) else "\n".join(x for x in p or () if isinstance(x, str))
+
+def _answer_text(payload: bytes, stream: bool) -> str:
+    "The answer's text in a cached payload (a JSON response or a whole SSE stream)."
+    if not stream:
+        return _choice_text((orjson.loads(payload).get("choices") or [{}])[0])
+    out = []
+    for line in payload.split(b"\n\n"):
+        line = line.strip()
+        if line.startswith(b"data: {"):
+            ch = orjson.loads(line[6:]).get("choices") or []
+            if ch and ch[0].get("index", 0) == 0:
+                out.append(_choice_text(ch[0]))
+    return "".join(out)
 
 class RelayResponse(Response):
     """An SSE response relayed from an async iterator; stops (and lets the iterator settle) when the
@@ -492,3 +633,110 @@ def error_response(e: GatewayError, call: Call | None = None) -> Response:
     headers = {**(call.response_headers() if call else {"x-request-id": request_id(None), "x-model-version": "-"}),
                **e.headers}
     return Response(orjson.dumps(e.body()), status_code=e.status, media_type="application/json", headers=headers)
+
+# %% ../../nbs/67_serve_gateway.ipynb #cc125cee
+class TracedGateway(Gateway):
+    "The gateway with an OpenTelemetry span per request and per step (config `tracing`)."
+    def __init__(self, cfg: GatewayConfig, tracer=None):   # tracer: a monitor.tracing.RequestTracer (tests pass their own)
+        super().__init__(cfg)
+        from llm_platform.monitor.tracing import RequestTracer, fail
+        self.tracer = tracer or RequestTracer(cfg.tracing)
+        self._fail = fail
+
+    async def close(self):
+        await super().close()
+        await asyncio.to_thread(self.tracer.shutdown)
+
+    def new_call(self, request: Request, path: str) -> Call:
+        from llm_platform.monitor.tracing import format_trace_id, parse_traceparent
+        call = super().new_call(request, path)
+        tp = request.headers.get("traceparent")
+        parent = parse_traceparent(tp) if tp else None
+        if parent is not None and call.rid != request.headers.get("x-request-id"):
+            call.rid = "req-" + format_trace_id(parent[0])   # no usable client id: the caller's trace names it
+        rt = self.tracer.start_request(call.rid, tp, request.method, "/v1" + path)
+        call.trace_id = call.headers["x-trace-id"] = rt.trace_id
+        if rt.root.is_recording():           # sampled; otherwise no child spans are made (and nothing to end)
+            call.trace = rt
+        return call
+
+    def authenticate(self, call: Call, request: Request) -> Principal:
+        with self.tracer.span(call.trace, "auth"):
+            return super().authenticate(call, request)
+
+    async def admit(self, call: Call, p: Principal, tokens: int):
+        with self.tracer.span(call.trace, "quota", {"llmp.quota.reserved_tokens": tokens}):
+            return await super().admit(call, p, tokens)
+
+    async def cache_get(self, call: Call, key: str) -> bytes | None:
+        with self.tracer.span(call.trace, "cache") as s:
+            hit = await super().cache_get(call, key)
+            s.set_attribute("llmp.cache", call.cache)
+            return hit
+
+    async def check_input(self, call: Call, guard: ModelGuard, body: dict, path: str) -> dict:
+        if guard.guardrails is None:
+            return body
+        with self.tracer.span(call.trace, "guardrails.pre") as s:
+            try:
+                return await super().check_input(call, guard, body, path)
+            finally:
+                s.set_attribute("llmp.guardrails.verdicts", [f"{p}:{a}" for p, a in call.checks])
+
+    def check_output(self, call: Call, guard: ModelGuard, body: dict, resp: dict) -> dict:
+        if guard.guardrails is None:
+            return resp
+        with self.tracer.span(call.trace, "guardrails.post") as s:
+            try:
+                return super().check_output(call, guard, body, resp)
+            finally:
+                s.set_attribute("llmp.guardrails.verdicts", [f"{p}:{a}" for p, a in call.checks if p == "post_call"])
+
+    async def send(self, call: Call, path: str, body: dict, stream: bool):
+        s = self.tracer.child(call.trace, "upstream", {"gen_ai.request.model": call.model, "llmp.stream": stream})
+        try:
+            up = await super().send(call, path, body, stream)
+        except BaseException as e:
+            self._fail(s, e, self.tracer.ERROR)
+            s.end()
+            raise
+        s.set_attribute("server.address", up.replica.url)
+        s.set_attribute("llmp.model.version", up.replica.spec.version)
+        s.set_attribute("http.response.status_code", up.status)
+        if stream and up.status == 200 and call.trace is not None:
+            call.trace.open["upstream"] = s          # ends with the stream, in `finish`
+        else:
+            s.end()
+        return up
+
+    async def finish(self, call: Call):
+        await super().finish(call)
+        rt, call.trace = call.trace, None
+        if rt is None:
+            return
+        for s in rt.open.values():
+            s.end()
+        root = rt.root
+        if call.model != "-":
+            root.update_name(f"{call.op} {call.model}")
+        attrs = {"gen_ai.operation.name": call.op, "gen_ai.request.model": call.model,
+                 "http.response.status_code": call.status, "llmp.cache": call.cache}
+        if call.version != "-":
+            attrs.update({"gen_ai.response.model": call.model, "llmp.model.version": call.version})
+        if call.finish_reason:
+            attrs["gen_ai.response.finish_reasons"] = [call.finish_reason]
+        if call.prompt_tokens or call.completion_tokens:
+            attrs.update({"gen_ai.usage.input_tokens": call.prompt_tokens,
+                          "gen_ai.usage.output_tokens": call.completion_tokens})
+        if call.verdicts:
+            attrs["llmp.guardrails"] = call.verdicts
+        root.set_attributes(attrs)
+        if call.status >= 400:
+            root.set_attribute("error.type", call.error or str(call.status))
+        if call.status >= 500:               # OTel HTTP conventions: a 4xx is the client's, not a failed server span
+            root.set_status(self.tracer.ERROR, call.error or str(call.status))
+        root.end()
+
+def make_gateway(cfg: GatewayConfig) -> Gateway:
+    "The gateway object the app serves: traced when `cfg.tracing.enabled`."
+    return TracedGateway(cfg) if cfg.tracing.enabled else Gateway(cfg)
