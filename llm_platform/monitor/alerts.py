@@ -212,7 +212,7 @@ class AgentMetrics:
         self.detected = Gauge("llmp_drift_detected", "Drift: 1 when the feature drifted", mvf, registry=r)
         self.drift_last = Gauge("llmp_drift_last_run_timestamp_seconds", "Drift: end of the last check", mv, registry=r)
         self.decisions = Counter("llmp_monitor_alert_decisions", "Alert webhook decisions",
-                                 ["alertname", "action", "outcome"], registry=r)
+                                 ["model", "version", "alertname", "action", "outcome"], registry=r)
         self._labels: dict[tuple, list[tuple]] = {}
 
     def _replace(self, key: tuple, gauges: list, rows: list[tuple[tuple, tuple]]):
@@ -351,7 +351,7 @@ def build_agent(cfg: AgentConfig,
             return JSONResponse({"error": f"not an Alertmanager v4 webhook body: {e}"[:2000]}, status_code=400)
         decisions = await asyncio.to_thread(handler.handle, body)
         for d in decisions:
-            metrics.decisions.labels(d.alertname, d.action, d.outcome).inc()
+            metrics.decisions.labels(d.model or "", d.version or "", d.alertname, d.action, d.outcome).inc()
         return JSONResponse({"decisions": [d.model_dump() for d in decisions]})
 
     async def metrics_endpoint(request: Request):

@@ -12,25 +12,15 @@ from pathlib import Path
 import yaml
 
 from ..core import resolve_path
+from .metrics import exported_metric_names
 
 # %% auto #0
-__all__ = ['CONTRACT_HISTOGRAMS', 'CONTRACT_METRICS', 'LLAMACPP_METRICS', 'VLLM_HISTOGRAMS', 'VLLM_METRICS', 'PROMETHEUS_BUILTIN',
-           'DS', 'DATASOURCE_VAR', 'M', 'MODEL_VARS', 'LEG', 'DASHBOARDS', 'PROVISIONING', 'recording_rule_names',
-           'known_metric_names', 'promql_metric_names', 'unknown_metrics', 'target', 'panel', 'text_panel', 'variable',
-           'dashboard', 'dashboard_exprs', 'serving_overview', 'model_version', 'quality_drift', 'training_runs',
-           'write_dashboards']
+__all__ = ['LLAMACPP_METRICS', 'VLLM_HISTOGRAMS', 'VLLM_METRICS', 'PROMETHEUS_BUILTIN', 'DS', 'DATASOURCE_VAR', 'M', 'MODEL_VARS',
+           'LEG', 'DASHBOARDS', 'PROVISIONING', 'recording_rule_names', 'known_metric_names', 'promql_metric_names',
+           'unknown_metrics', 'target', 'panel', 'text_panel', 'variable', 'dashboard', 'dashboard_exprs',
+           'serving_overview', 'model_version', 'quality_drift', 'training_runs', 'write_dashboards']
 
 # %% ../../nbs/82_monitor_dashboards.ipynb #98c3c85f
-CONTRACT_HISTOGRAMS = {
-    "gen_ai_server_request_duration_seconds", "gen_ai_server_time_to_first_token_seconds",
-    "gen_ai_server_time_per_output_token_seconds", "llmp_gateway_upstream_duration_seconds"}
-CONTRACT_METRICS = {
-    "llmp_gateway_requests_total", "llmp_gateway_tokens_total", "llmp_gateway_cache_total",
-    "llmp_gateway_quota_refusals_total", "llmp_gateway_guardrail_verdicts_total", "llmp_gateway_replica_healthy",
-    "llmp_gateway_replica_outstanding", "llmp_gateway_queue_length",
-    "llmp_quality_probe_score", "llmp_quality_probe_baseline", "llmp_quality_probe_breach",
-    "llmp_quality_probe_last_run_timestamp_seconds", "llmp_quality_probe_errors_total",
-    "llmp_drift_p_value", "llmp_drift_statistic", "llmp_drift_detected", "llmp_drift_last_run_timestamp_seconds"}
 LLAMACPP_METRICS = {   # llama-server --metrics (counters already end in _total)
     "llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total", "llamacpp:prompt_seconds_total",
     "llamacpp:tokens_predicted_total", "llamacpp:tokens_predicted_seconds_total", "llamacpp:n_decode_total",
@@ -55,8 +45,8 @@ def recording_rule_names(rules_dir: str | Path = "deploy/monitoring/prometheus/r
     return names
 
 def known_metric_names(rules_dir: str | Path = "deploy/monitoring/prometheus/rules") -> set[str]:
-    "Every name a dashboard query may use: the contract, the recording rules, the model servers', Prometheus's own."
-    return (CONTRACT_METRICS | _expand(CONTRACT_HISTOGRAMS) | LLAMACPP_METRICS | VLLM_METRICS | _expand(VLLM_HISTOGRAMS)
+    "Every name a dashboard query may use: the package's catalog, the recording rules, the model servers', Prometheus's own."
+    return (exported_metric_names() | LLAMACPP_METRICS | VLLM_METRICS | _expand(VLLM_HISTOGRAMS)
             | PROMETHEUS_BUILTIN | recording_rule_names(rules_dir))
 
 # %% ../../nbs/82_monitor_dashboards.ipynb #d07efe33

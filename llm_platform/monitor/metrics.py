@@ -87,6 +87,8 @@ CATALOG: list[MetricSpec] = [
                "Unix time of the latest probe run", "probe"),
     MetricSpec("llmp_quality_probe_errors", "counter", ("model",),
                "Probe runs that failed (endpoint down, suite error)", "probe"),
+    MetricSpec("llmp_monitor_alert_decisions", "counter", ("action", "alertname", "model", "outcome", "version"),
+               "Alert webhook decisions: the policy's action and what came of it (notified, rolled_back, skipped, failed)", "probe"),
     # -- drift (monitor agent, from nbs/84's report) -----------------------------------------------------
     MetricSpec("llmp_drift_p_value", "gauge", ("feature", "model", "version"),
                "p-value of the drift test of a feature (live traffic vs reference)", "drift"),

@@ -286,11 +286,8 @@ def promql(rate_window: str) -> dict[str, str]:
                        f"or 0 * {by} (rate(llmp_gateway_requests_total[{w}]))) "               # without errors
                        f"/ {by} (rate(llmp_gateway_requests_total[{w}]))"),
         "latency_p95_s": (f"histogram_quantile(0.95, sum by (model, version, le) "
-                          f"(rate(gen_ai_server_request_duration_seconds_bucket[{w}]))) or "
-                          f"histogram_quantile(0.95, sum by (model, version, le) "
-                          f"(rate(llmp_gateway_request_duration_seconds_bucket[{w}])))"),
-        "output_tokens_per_s": (f'{by} (rate(llmp_gateway_tokens_total{{gen_ai_token_type="output"}}[{w}])) or '
-                                f'{by} (rate(llmp_gateway_tokens_total{{direction="completion"}}[{w}]))'),
+                          f"(rate(gen_ai_server_request_duration_seconds_bucket[{w}])))"),
+        "output_tokens_per_s": (f'{by} (rate(llmp_gateway_tokens_total{{gen_ai_token_type="output"}}[{w}]))'),
     }
 
 class PrometheusError(RuntimeError):
