@@ -71,13 +71,16 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--sweep", default="0.05,0.1,0.15,0.2", help="off_domain shift fractions for the power curve")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--embedder", default="hashed-tf",
+                    help='input_topic encoder: hashed-tf, or e.g. "llm_platform.monitor.drift:smollm2_embeddings"')
     ap.add_argument("--json", help="write all figures here")
     a = ap.parse_args()
-    spec = DriftSpec(alpha=a.alpha, n_permutations=a.permutations, min_samples=min(50, a.n_live))
+    spec = DriftSpec(alpha=a.alpha, n_permutations=a.permutations, min_samples=min(50, a.n_live), embedder=a.embedder)
     print(f"command: {' '.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}")
     print(f"cpu: {cpu_model()}")
     print(f"sizes: reference {a.n_reference} turns, live window {a.n_live} samples; {a.repetitions} repetitions; "
-          f"{a.permutations} permutations; alpha {a.alpha} family-wise (Holm over {len(spec.features)} features)")
+          f"{a.permutations} permutations; alpha {a.alpha} family-wise (Holm over {len(spec.features)} features); "
+          f"topic embedder {a.embedder}")
     builtin_pool()                                      # load + guardrail verdicts once, outside the timings
     res = {"none": run("none", a.repetitions, spec, a.n_reference, a.n_live, a.shift, a.seed),
            "off_domain": run("off_domain", a.repetitions, spec, a.n_reference, a.n_live, a.shift, a.seed + 1)}

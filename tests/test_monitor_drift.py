@@ -121,7 +121,7 @@ def test_reference_from_a_run_folder_and_report(tmp_path):
     live = DriftSample(["Écris un poème sur la mer, s'il te plaît."] * 30 + src.prompts[:30],
                        ["I'm sorry, but I can only help with questions about Nimbus Notes."] * 30 + src.responses[:30],
                        [False] * 60, "test")
-    rep = detect_drift(ref, live, DriftSpec(n_permutations=99, min_samples=50))
+    rep = detect_drift(ref, live, DriftSpec(n_permutations=199, min_samples=50))
     rows = rep.to_metrics()
     assert [r["feature"] for r in rows] == [f for f in FEATURES if f != "output_guardrail"]  # no reference verdicts
     assert all(set(r) == {"feature", "statistic", "p_value", "detected"} for r in rows)
