@@ -16,6 +16,7 @@ from llm_platform.monitor.drift import (
     DriftSample,
     DriftSpec,
     FeatureResult,
+    adjust_p,
     builtin_pool,
     detect_drift,
     draw_windows,
@@ -131,3 +132,12 @@ def test_reference_from_a_run_folder_and_report(tmp_path):
     assert "drift detected" in md and "| `output_guardrail` | - |" in md and "holm" in md
     few = detect_drift(ref, live.take(range(10)), DriftSpec(min_samples=50))
     assert few.status == "insufficient" and few.to_metrics() == [] and not few.detected
+
+
+def test_holm_and_bonferroni_match_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        p = list(rng.uniform(0, 0.2, rng.integers(1, 8)))
+        for ours, theirs in (("holm", "holm"), ("bonferroni", "bonferroni")):
+            np.testing.assert_allclose(adjust_p(p, ours), multipletests(p, alpha=0.05, method=theirs)[1], atol=1e-12)
