@@ -128,6 +128,9 @@ def test_reference_from_a_run_folder_and_report(tmp_path):
     assert all(set(r) == {"feature", "statistic", "p_value", "detected"} for r in rows)
     assert all(r["detected"] == int(r["p_value"] <= 0.05) for r in rows)
     assert rep.input_detected and rep.output_detected
+    json.dumps(rep.to_dict())                             # JSON-able as is
+    refusal = next(r for r in rep.results if r.feature == "output_refusal")
+    assert (refusal.reference_summary, refusal.live_summary) == ("rate 0.000", "rate 0.500")
     md = rep.to_markdown()
     assert "drift detected" in md and "| `output_guardrail` | - |" in md and "holm" in md
     few = detect_drift(ref, live.take(range(10)), DriftSpec(min_samples=50))
