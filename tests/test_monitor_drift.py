@@ -22,6 +22,7 @@ from llm_platform.monitor.drift import (
     draw_windows,
     load_samples,
     measure_rates,
+    reference_for_version,
     reference_from_training,
 )
 
@@ -144,3 +145,16 @@ def test_holm_and_bonferroni_match_statsmodels():
         p = list(rng.uniform(0, 0.2, rng.integers(1, 8)))
         for ours, theirs in (("holm", "holm"), ("bonferroni", "bonferroni")):
             np.testing.assert_allclose(adjust_p(p, ours), multipletests(p, alpha=0.05, method=theirs)[1], atol=1e-12)
+
+
+def test_reference_for_a_registered_version(tmp_path):
+    from evaluation_fixtures import make_registry
+    uri = make_registry(tmp_path, versions=2)
+    run = tmp_path / "runs" / "demo-run-1" / "01_data"
+    run.mkdir(parents=True)
+    (run / "train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "Dark mode?"},
+                                                              {"role": "assistant", "content": "Yes."}]}) + "\n")
+    path = reference_for_version("demo", 2, uri, tmp_path / "runs")
+    assert path == run.parent and reference_from_training(path).prompts == ["Dark mode?"]
+    with pytest.raises(DriftError, match="demo-run-0"):             # version 1's run folder is not there
+        reference_for_version("demo", 1, uri, tmp_path / "runs")
