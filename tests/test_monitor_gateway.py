@@ -19,6 +19,7 @@ from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.upstream import UpstreamServer
 
+ROOT = find_project_root()
 PII = "write to jane.doe@example.com or call +1 415 555 0134"
 
 
@@ -242,3 +243,30 @@ def test_odd_bodies_are_traced_and_sampled_without_a_500(traced, path, body, pro
     assert rec["prompt"] == prompt and rec["status"] == r.status_code
     assert rec["endpoint"] == ("chat" if path.startswith("chat") else "completions")
     spans_of(traced, rid[4:], "chat echo" if path.startswith("chat") else "text_completion echo")
+
+
+def test_the_gateways_samples_feed_the_agents_drift_check(traced):
+    "Real traffic samples -> `run_drift_check` -> the agent's llmp_drift_* gauges, labelled with the served version."
+    from llm_platform.monitor.alerts import AgentMetrics, DriftCheck, report_rows, run_drift_check
+    from llm_platform.monitor.drift import DriftSpec
+    rows = [json.loads(line) for line in (ROOT / "data/sample/chats.jsonl").read_text().splitlines()]
+    prompts = [m["content"] for r in rows for m in r["messages"] if m["role"] == "user"][::4][:40]
+    for p in prompts:      # in-domain prompts (the training data's own kind); the echo upstream answers off-domain
+        assert post(traced, chat(p)).status_code == 200
+    path = traced["dir"] / "samples.jsonl"
+    deadline = time.monotonic() + 10
+    while sum(1 for line in path.read_text().splitlines() if '"echo-v1"' in line) < len(prompts):
+        assert time.monotonic() < deadline, "samples missing"
+        time.sleep(0.05)
+    check = DriftCheck(model="echo", samples_path=str(path),
+                       spec=DriftSpec(reference=str(ROOT / "data/sample/chats.jsonl"), min_samples=30,
+                                      features=["input_length", "input_topic", "output_length"], safety_config=None))
+    report = run_drift_check(check)
+    assert report.version == "echo-v1" and report.status != "insufficient", report.to_markdown()
+    detected = {r.feature: r.detected for r in report.tested}
+    assert detected == {"input_length": False, "input_topic": False, "output_length": True}, report.to_markdown()
+    metrics = AgentMetrics()
+    metrics.record_drift(report_rows(report))
+    text = metrics.text().decode()
+    assert 'llmp_drift_detected{feature="output_length",model="echo",version="echo-v1"} 1.0' in text, text
+    assert 'llmp_drift_detected{feature="input_topic",model="echo",version="echo-v1"} 0.0' in text

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..config import Strict
 from ..core import get_logger, read_json, resolve_path, write_json
+from .drift import DriftError, DriftReport, DriftSpec, drift_check, reference_for_version
 from .probe import ProbeResult, ProbeSpec, run_probe, write_probe_result
 from ..security.audit import AuditLog
 
@@ -29,8 +30,8 @@ CHAMPION, REGISTRY_AUDIT = "champion", "runs/registry/audit.jsonl"   # registry.
 
 # %% auto #0
 __all__ = ['log', 'CHAMPION', 'REGISTRY_AUDIT', 'WebhookAlert', 'WebhookPayload', 'AlertRule', 'AlertPolicy', 'AlertDecision',
-           'AlertHandler', 'AgentMetrics', 'drift_rows', 'AgentConfig', 'build_agent', 'serve_agent', 'AgentProcess',
-           'load_agent_config']
+           'AlertHandler', 'AgentMetrics', 'drift_rows', 'DriftCheck', 'newest_version', 'run_drift_check',
+           'report_rows', 'AgentConfig', 'build_agent', 'serve_agent', 'AgentProcess', 'load_agent_config']
 
 # %% ../../nbs/86_monitor_alerts.ipynb #aedd3ece
 class WebhookAlert(BaseModel):
@@ -280,6 +281,51 @@ def drift_rows(report: Any) -> list[dict]:
     return [{**ident, **row} for row in drift_rows(list(feats))]
 
 # %% ../../nbs/86_monitor_alerts.ipynb #12cd949d
+class DriftCheck(Strict):
+    "One drift check: a served model's live traffic samples against its training data (`monitor drift`, the agent)."
+    model: str = Field(min_length=1)                   # the served model name, as in the samples' `model`
+    version: str | None = None                         # the samples' version; None: the one serving now (newest sample)
+    samples_path: str = "runs/gateway/samples.jsonl"   # the gateway's traffic samples (GatewayConfig.samples.path)
+    spec: DriftSpec = DriftSpec()                      # features, alpha, window; `spec.reference`: the training data
+    tracking_uri: str = "sqlite:///runs/mlflow.db"     # with no spec.reference: the version's run folder from the registry
+    runs_dir: str = "runs"
+    interval_s: float = Field(3600, gt=0)              # the agent runs it this often
+
+def newest_version(samples_path: str | Path, model: str, tail_bytes: int = 1 << 20) -> str:
+    "The version of `model`'s newest traffic sample (read from the file's last `tail_bytes`)."
+    import orjson
+    path = resolve_path(samples_path)
+    if not path.exists():
+        raise DriftError(f"{path}: no traffic samples yet (gateway `samples.enabled: true` writes them)")
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - tail_bytes))
+        lines = f.read().splitlines()
+    for line in reversed(lines):
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            rec = orjson.loads(line)
+            if rec.get("model") == model and rec.get("version"):
+                return str(rec["version"])
+    raise DriftError(f"{path}: no sample of model {model!r} in its last {tail_bytes} bytes")
+
+def run_drift_check(check: DriftCheck, now: float | None = None,
+                    reference: str | Path | None = None,      # overrides spec.reference and the registry lookup
+                    ) -> DriftReport:
+    """Drift of one model version's window of traffic. The reference is `reference`, else `spec.reference`, else
+    the pipeline run its registered version (`name/N`, the gateway's version label) was trained in."""
+    version = check.version or newest_version(check.samples_path, check.model)
+    ref = reference or check.spec.reference
+    if ref is None:
+        name, _, number = version.rpartition("/")
+        if not name or not number.isdigit():
+            raise DriftError(f"drift check of {check.model}: version {version!r} is not a registry version (name/N); "
+                             "give spec.reference (training JSONL or run folder)")
+        ref = reference_for_version(name, number, check.tracking_uri, check.runs_dir)
+    return drift_check(check.samples_path, check.spec, check.model, version, reference=ref, now=now)
+
+def report_rows(report: DriftReport) -> list[dict]:
+    "The agent's gauge rows of a `DriftReport` (none when the window had too few samples)."
+    return [{"model": report.model, "version": report.version, **row} for row in report.to_metrics()]
+
 class AgentConfig(Strict):
     "The monitor agent (llm-platform monitor agent)."
     host: str = "127.0.0.1"
@@ -288,6 +334,7 @@ class AgentConfig(Strict):
     policy: AlertPolicy = AlertPolicy()
     drift: str | None = None                     # "module:function" returning drift rows/report (no arguments)
     drift_interval_s: float = Field(3600, gt=0)
+    drift_checks: list[DriftCheck] = []          # typed drift checks, each on its own interval
     history_path: str | None = "runs/monitor/probe_history.jsonl"   # every probe run, one JSON line
 
 def build_agent(cfg: AgentConfig,
@@ -327,6 +374,16 @@ def build_agent(cfg: AgentConfig,
         metrics.record_drift(rows)
         last["drift"] = rows
 
+    def check_once(check: DriftCheck):
+        try:
+            report = run_drift_check(check)
+        except Exception as e:
+            log.error("drift check of %s failed: %s", check.model, e)
+            last["errors"][f"drift:{check.model}"] = f"{type(e).__name__}: {e}"
+            return
+        metrics.record_drift(report_rows(report))
+        last.setdefault("drift_checks", {})[check.model] = report.to_dict()
+
     async def every(seconds: float, fn, *args):
         while True:
             await asyncio.to_thread(fn, *args)
@@ -337,6 +394,7 @@ def build_agent(cfg: AgentConfig,
         tasks = [asyncio.create_task(every(s.interval_s, probe_once, s)) for s in cfg.probes]
         if drift is not None:
             tasks.append(asyncio.create_task(every(cfg.drift_interval_s, drift_once)))
+        tasks += [asyncio.create_task(every(c.interval_s, check_once, c)) for c in cfg.drift_checks]
         yield
         for t in tasks:
             t.cancel()
@@ -358,7 +416,8 @@ def build_agent(cfg: AgentConfig,
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(request: Request):
-        return JSONResponse({"status": "ok", "probes": [s.model for s in cfg.probes], "drift": drift is not None})
+        return JSONResponse({"status": "ok", "probes": [s.model for s in cfg.probes], "drift": drift is not None,
+                             "drift_checks": [c.model for c in cfg.drift_checks]})
 
     async def probe_results(request: Request):
         return JSONResponse(last)
