@@ -95,14 +95,17 @@ def _demo(children: ChildProcesses, config, run, overrides, gateway_config, exit
     from llm_platform.serve.steps import Authenticator
     key, rec = Authenticator(gw_cfg.auth).keys.create("demo", ["chat"], ttl_days=1, tenant="demo")
     api = f"{gateway.url}/v1"
-    ui_app, ui_url = launch_chat_ui(api, name, cfg.ui, block=False, api_key=key)
+    ui_cfg = cfg.ui if cfg.ui.metrics_url else cfg.ui.model_copy(update={"metrics_url": f"{gateway.url}/metrics"})
+    ui_app, ui_url = launch_chat_ui(api, name, ui_cfg, block=False, api_key=key)     # with the Operations tab
     children.add(ui_app, stop=ui_app.close)
     children.watch_signals()             # Gradio in SSR mode installs its own SIGINT/SIGTERM handlers
     console.print(Panel.fit(
         f"run:        {info['run_id']} ({time.monotonic() - t0:.0f} s)\n"
         f"OpenAI API: [bold]{api}[/]  (model: {name}, version {version}; {server.kind} behind it: {server.base_url})\n"
         f"Demo key:   [bold]{key}[/]  (id {rec.id}, expires in 1 day; `llm-platform keys revoke {rec.id}`)\n"
-        f"Chat UI:    [bold]{ui_url}[/]\nCtrl-C stops all three.", title="llm_platform demo"))
+        f"Chat UI:    [bold]{ui_url}[/]  (Operations tab: live figures from {gateway.url}/metrics)\n"
+        f"Monitoring: make start-monitoring (Prometheus, Alertmanager, quality probe, drift)\n"
+        "Ctrl-C stops all three.", title="llm_platform demo"))
     print(f"API_URL={api}\nAPI_KEY={key}\nUI_URL={ui_url}", flush=True)
     while not exit_after_start and server.proc and server.proc.poll() is None and gateway.proc.poll() is None:
         time.sleep(1)
