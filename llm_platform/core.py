@@ -22,8 +22,8 @@ from typing import Any
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
-           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'resolve_model_name',
-           'iter_jsonl', 'import_object']
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'ChildServer',
+           'resolve_model_name', 'iter_jsonl', 'import_object']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -240,6 +240,77 @@ class ChildProcesses:
             for s, h in self._previous.items():
                 signal.signal(s, h)
         return exc_type is KeyboardInterrupt       # a signal (or Ctrl-C) is how these commands are meant to end
+
+
+# %% ../nbs/00_core.ipynb #764c4cc8
+class ChildServer:
+    "A `python -m module` server in its own process group that dies with its parent: start, wait for /health, stop."
+    module = ""                  # subclasses: what `python -m` runs
+    config_env = ""              # subclasses: the env var carrying `cfg.model_dump_json()` ("" = none)
+    what = "server"              # for messages
+    health_path = "/health"
+    drop_env: tuple[str, ...] = ()   # env vars the child must not inherit
+
+    def __init__(self, cfg: Any,                       # has .host and .port (and .model_dump_json() with config_env)
+                 log_path: str | Path,
+                 env: dict[str, str] | None = None,    # extra environment
+                 args: list[str] | None = None):       # extra command-line arguments
+        self.cfg, self.log_path, self.env, self.args = cfg, Path(log_path), env or {}, args or []
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.host}:{self.cfg.port}"
+
+    def start(self):
+        import sys
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        env = {**os.environ, **self.env, **({self.config_env: self.cfg.model_dump_json()} if self.config_env else {})}
+        for k in self.drop_env:
+            env.pop(k, None)
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=parent_death_hook())
+        return self
+
+    def wait_healthy(self, timeout: float = 60):
+        import httpx
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.what} exited with code {self.proc.returncode}; log {self.log_path}:\n"
+                                   + self.log_path.read_text(errors="replace")[-3000:])
+            try:
+                if httpx.get(self.url + self.health_path, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.what} not answering on {self.url} after {timeout} s; log {self.log_path}")
+
+    def stop(self, grace: float = 20) -> None:
+        import contextlib
+        import signal
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self):
+        return self.start().wait_healthy()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 # %% ../nbs/00_core.ipynb #4c252645

@@ -245,20 +245,31 @@ def test_odd_bodies_are_traced_and_sampled_without_a_500(traced, path, body, pro
     spans_of(traced, rid[4:], "chat echo" if path.startswith("chat") else "text_completion echo")
 
 
-def test_the_gateways_samples_feed_the_agents_drift_check(traced):
+def test_the_gateways_samples_feed_the_agents_drift_check(traced, tmp_path):
     "Real traffic samples -> `run_drift_check` -> the agent's llmp_drift_* gauges, labelled with the served version."
+    import random
+
     from llm_platform.monitor.alerts import AgentMetrics, DriftCheck, report_rows, run_drift_check
     from llm_platform.monitor.drift import DriftSpec
     rows = [json.loads(line) for line in (ROOT / "data/sample/chats.jsonl").read_text().splitlines()]
-    prompts = [m["content"] for r in rows for m in r["messages"] if m["role"] == "user"][::4][:40]
+    prompts = random.Random(0).sample([m["content"] for r in rows for m in r["messages"] if m["role"] == "user"], 40)
+    path = traced["dir"] / "samples.jsonl"
+
+    def lines():
+        return path.read_text().splitlines() if path.exists() else []
+    before = -1
+    while before != len(lines()):             # the module's earlier samples (odd prompts) are all written
+        before = len(lines())
+        time.sleep(0.3)
     for p in prompts:      # in-domain prompts (the training data's own kind); the echo upstream answers off-domain
         assert post(traced, chat(p)).status_code == 200
-    path = traced["dir"] / "samples.jsonl"
     deadline = time.monotonic() + 10
-    while sum(1 for line in path.read_text().splitlines() if '"echo-v1"' in line) < len(prompts):
+    while len(lines()) < before + len(prompts):
         assert time.monotonic() < deadline, "samples missing"
         time.sleep(0.05)
-    check = DriftCheck(model="echo", samples_path=str(path),
+    mine = tmp_path / "samples.jsonl"                   # this test's traffic only
+    mine.write_text("\n".join(lines()[before:]) + "\n")
+    check = DriftCheck(model="echo", samples_path=str(mine),
                        spec=DriftSpec(reference=str(ROOT / "data/sample/chats.jsonl"), min_samples=30,
                                       features=["input_length", "input_topic", "output_length"], safety_config=None))
     report = run_drift_check(check)

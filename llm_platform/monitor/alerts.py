@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from ..config import Strict
-from ..core import get_logger, read_json, resolve_path, write_json
+from ..core import ChildServer, get_logger, read_json, resolve_path, write_json
 from .drift import DriftError, DriftReport, DriftSpec, drift_check, reference_for_version
 from .probe import ProbeResult, ProbeSpec, run_probe, write_probe_result
 from ..security.audit import AuditLog
@@ -438,60 +435,12 @@ def serve_agent(cfg: AgentConfig, drift: Callable[[], Any] | None = None) -> Non
                                   access_log=False, timeout_graceful_shutdown=5)).run()
 
 # %% ../../nbs/86_monitor_alerts.ipynb #d76ec435
-class AgentProcess:
-    "`serve_agent` in a child process: start, wait for /health, stop. Use as a context manager."
+class AgentProcess(ChildServer):
+    "`serve_agent` in a child process group: start, wait for /health, stop. Use as a context manager."
+    module, config_env, what = "llm_platform.monitor.alerts", "LLM_PLATFORM_MONITOR_AGENT", "monitor agent"
+
     def __init__(self, cfg: AgentConfig, log_path: str | Path | None = None, env: dict[str, str] | None = None):
-        self.cfg, self.env = cfg, env or {}
-        self.log_path = Path(log_path or resolve_path("runs/monitor") / f"agent-{cfg.port}.log")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.cfg.host}:{self.cfg.port}"
-
-    def start(self) -> AgentProcess:
-        from llm_platform.core import parent_death_hook
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        env = {**os.environ, **self.env, "LLM_PLATFORM_MONITOR_AGENT": self.cfg.model_dump_json()}
-        self.proc = subprocess.Popen([sys.executable, "-m", "llm_platform.monitor.alerts"], env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=parent_death_hook())
-        return self
-
-    def wait_healthy(self, timeout: float = 30) -> AgentProcess:
-        import httpx
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"monitor agent exited with code {self.proc.returncode}; log {self.log_path}:\n"
-                                   + self.log_path.read_text(errors="replace")[-3000:])
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"monitor agent not answering on {self.url} after {timeout} s; log {self.log_path}")
-
-    def stop(self, grace: float = 10) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def __enter__(self):
-        return self.start().wait_healthy()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__(cfg, log_path or resolve_path("runs/monitor") / f"agent-{cfg.port}.log", env)
 
 def load_agent_config(path: str | Path, overrides: list[str] | None = None) -> AgentConfig:
     "An `AgentConfig` from YAML (the agent's fields at the top level; `_base:` and dotted overrides as any config)."

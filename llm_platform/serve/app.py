@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..core import get_logger, resolve_path
+from ..core import ChildServer, get_logger, resolve_path
 from .config import GatewayConfig
 from .gateway import Gateway, error_response, make_gateway
 from .protocol import (ChatCompletionRequest, CompletionRequest, GatewayError, KeyCreate, Swap,
@@ -334,63 +334,13 @@ def run_gateway(cfg: GatewayConfig) -> None:
             signal.signal(s, h)
 
 # %% ../../nbs/69_serve_app.ipynb #5a90df03
-class GatewayProcess:
+class GatewayProcess(ChildServer):
     "`run_gateway` in a child process group: start, wait for /health, stop. Use as a context manager."
+    module, config_env, what = "llm_platform.serve.app", "LLM_PLATFORM_GATEWAY_CONFIG", "gateway"
+    drop_env = ("LLM_PLATFORM_GATEWAY_FD",)
+
     def __init__(self, cfg: GatewayConfig, log_path: str | Path | None = None):
-        self.cfg = cfg
-        self.log_path = Path(log_path or resolve_path(cfg.manager.state_dir) / f"gateway-{cfg.port}.log")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.cfg.host}:{self.cfg.port}"
-
-    def start(self) -> GatewayProcess:
-        from llm_platform.core import parent_death_hook
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        env = {**os.environ, "LLM_PLATFORM_GATEWAY_CONFIG": self.cfg.model_dump_json()}
-        env.pop("LLM_PLATFORM_GATEWAY_FD", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "llm_platform.serve.app"], env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=parent_death_hook())
-        return self
-
-    def wait_healthy(self, timeout: float = 60) -> GatewayProcess:
-        import httpx
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with code {self.proc.returncode}; log {self.log_path}:\n"
-                                   + self.log_path.read_text(errors="replace")[-3000:])
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"gateway not answering on {self.url} after {timeout} s; log {self.log_path}")
-
-    def stop(self, grace: float = 20) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def __enter__(self):
-        return self.start().wait_healthy()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__(cfg, log_path or resolve_path(cfg.manager.state_dir) / f"gateway-{cfg.port}.log")
 
 if __name__ == "__main__" and "LLM_PLATFORM_GATEWAY_CONFIG" in os.environ:   # GatewayProcess, or a worker of run_gateway
     _cfg = GatewayConfig.model_validate_json(os.environ["LLM_PLATFORM_GATEWAY_CONFIG"])
