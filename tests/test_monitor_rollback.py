@@ -235,8 +235,8 @@ def test_quality_breach_rolls_back_and_traffic_follows(stack, tmp_path):
         try:
             # notify: the alert is decided and audited, nothing moves
             fire(am_url, alerts["canary"], "canary: golden pass rate below the gate figure minus its budget")
-            wait_for("canary's decision", lambda: 'action="notify",alertname="QualityProbeFailing",outcome="notified"'
-                     in metrics(), 15, 0.05)
+            wait_for("canary's decision", lambda: 'action="notify",alertname="QualityProbeFailing",model="canary",outcome="notified",'
+                     f'version="{alerts["canary"]["version"]}"' in metrics(), 15, 0.05)
             records = audit_records(d / "alerts_audit.jsonl")
             assert [r["event"] for r in records] == ["monitor.alert.notified"]
             assert records[0]["data"]["alert"]["labels"]["model"] == "canary"
