@@ -339,7 +339,8 @@ CONFIG_KINDS: dict[str, type[Strict] | str] = {
     "pipelines": PipelineConfig, "models": ModelConfig, "serving": ServingConfig, "ui": UIConfig,
     "training": TrainConfig, "safety": "llm_platform.safety.guardrails:SafetyConfig",
     "optimize": "llm_platform.optimize.report:OptimizeConfig",
-    "monitoring": "llm_platform.monitor.service:MonitorConfig"}
+    "monitoring": "llm_platform.monitor.service:MonitorConfig",
+    "environments": "llm_platform.deploy.environments:EnvironmentConfig"}
 # Files whose kind differs from their folder's, by file name.
 CONFIG_FILE_KINDS: dict[str, type[Strict] | str] = {
     "hyperparameter_space.yaml": SearchSpaceConfig, "gateway.yaml": "llm_platform.serve.config:GatewayConfig",
