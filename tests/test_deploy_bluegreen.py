@@ -165,3 +165,54 @@ def test_kubernetes_refuses_without_a_cluster_and_prints_the_commands(tmp_path):
         assert cmd in text.replace("\n", " ") or cmd in text, text
     assert read_deploy_state(load_bluegreen(ROOT / "configs" / "deploy" / "bluegreen.yaml",
                                             {"deploy_dir": str(tmp_path)}))["active"] is None
+
+
+IMAGE = "localhost/llm-platform-serving-cpu:0.1.0"
+
+
+@pytest.mark.skipif(not os.environ.get("LLMP_CONTAINER_TESTS") or shutil.which("podman") is None,
+                    reason="container test: LLMP_CONTAINER_TESTS=1 (make test-container)")
+def test_containers_as_tracks(tmp_path):
+    """Both tracks are model-server containers of the serving image (deploy/scripts/tracks.sh, host network); the
+    switches go through deploy/scripts/bluegreen.sh; green's container stopped makes a switch to it refuse."""
+    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(ROOT / "deploy/docker/containers.conf")),
+           "BLUE_PORT": str(free_port()), "GREEN_PORT": str(free_port()), "TRACK_PREFIX": f"llmp-bgtest-{os.getpid()}",
+           "PY": sys.executable, "IMAGE": IMAGE, "BLUEGREEN_CONFIG": str(tmp_path / "bluegreen.yaml")}
+    if subprocess.run(["podman", "image", "exists", IMAGE], env=env).returncode != 0:
+        pytest.skip(f"{IMAGE} is not built (make images)")
+    state = tmp_path / "gw"
+    bg = {"model": "demo", "state_dir": str(state), "deploy_dir": str(tmp_path / "deploy"),
+          "audit_path": str(tmp_path / "deploy" / "audit.jsonl"), "audit_key_env": None, "probe_count": 2,
+          "tracks": {t: {"url": f"http://127.0.0.1:{env[t.upper() + '_PORT']}/v1", "version": f"demo/{t}"}
+                     for t in ("blue", "green")}}
+    (tmp_path / "bluegreen.yaml").write_text("# pytest tests/test_deploy_bluegreen.py\n" + yaml.safe_dump(bg))
+    gcfg = GatewayConfig.model_validate({
+        "port": free_port(), "models": {"demo": {"target": "bluegreen", "guardrails": None}},
+        "auth": {"required": False}, "cache": {"enabled": False}, "audit": {"path": str(tmp_path / "gw-audit.jsonl")},
+        "manager": {"state_dir": str(state), "probe_prompts": None}})
+
+    def script(*args, check=True):
+        out = subprocess.run([str(ROOT / "deploy" / "scripts" / args[0]), *args[1:]], env=env, capture_output=True,
+                             text=True, timeout=180)
+        assert not check or out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    t0 = time.monotonic()
+    try:
+        script("tracks.sh", "up")
+        with GatewayProcess(gcfg, log_path=tmp_path / "gateway.log") as gw:
+            script("bluegreen.sh", "switch", "blue")
+            wait_version(gw, "demo/blue")
+            out = script("bluegreen.sh", "switch", "green")
+            assert "+ llm-platform deploy switch green" in out.stdout and "traffic on green" in out.stdout
+            wait_version(gw, "demo/green")
+            assert routed_urls(gw) == {bg["tracks"]["green"]["url"]}
+            script("bluegreen.sh", "rollback")
+            wait_version(gw, "demo/blue")
+            script("tracks.sh", "down", "green")                  # green is gone: a switch to it must refuse
+            out = script("bluegreen.sh", "switch", "green", "--set", "health_timeout_s=2", check=False)
+            assert out.returncode == 1 and "not ready" in out.stderr, out.stdout + out.stderr
+            assert ask(gw)[0] == "demo/blue" and status(load_bluegreen(tmp_path / "bluegreen.yaml"))["active"] == "blue"
+    finally:
+        script("tracks.sh", "down", check=False)
+    assert time.monotonic() - t0 < 90
