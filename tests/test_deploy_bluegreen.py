@@ -19,6 +19,7 @@ from test_gateway import MESSAGES, free_port
 from llm_platform.deploy.bluegreen import DeployRefused, load_bluegreen, read_deploy_state, rollback, status, switch
 from llm_platform.llamacpp import find_tool, llamacpp_available
 from llm_platform.models import SMOLLM2_GGUF, SMOLLM2_PACKAGE, find_packaged_gguf
+from llm_platform.monitor.probe import ProbeSpec
 from llm_platform.security.audit import verify_log
 from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
@@ -81,8 +82,13 @@ def routed_urls(gw) -> set[str]:
 def wait_version(gw, version: str, timeout: float = 10) -> None:
     "The gateway reloads routes.json every 0.25 s; a request after that is answered by the new track."
     deadline = time.monotonic() + timeout
-    while (v := ask(gw)[0]) != version:
-        assert time.monotonic() < deadline, f"still {v}, expected {version}"
+    while True:
+        r = httpx.post(gw.url + "/v1/chat/completions", timeout=60,
+                       json={"model": "demo", "messages": MESSAGES, "max_tokens": 4, "temperature": 0})
+        if r.status_code == 200 and r.headers["x-model-version"] == version:
+            return
+        assert r.status_code in (200, 503), r.text      # 503: the first route is not loaded yet
+        assert time.monotonic() < deadline, f"still {r.status_code} {r.headers.get('x-model-version')}, expected {version}"
         time.sleep(0.1)
 
 
@@ -216,3 +222,22 @@ def test_containers_as_tracks(tmp_path):
     finally:
         script("tracks.sh", "down", check=False)
     assert time.monotonic() - t0 < 90
+
+
+def test_quality_probe_gates_the_switch(stack, tmp_path):
+    """With `quality:` set, the gate's probe (golden suite, scored as the gate scores it) is asked of the new track
+    directly and compared with the baseline: an unreachable baseline refuses the switch, a reachable one lets it."""
+    cfg = stack["cfg"].model_copy(update={"deploy_dir": str(tmp_path), "audit_path": str(tmp_path / "a.jsonl"),
+                                          "state_dir": str(tmp_path / "gw")})
+
+    def with_baseline(value: float):
+        (tmp_path / f"b{value}.json").write_text(json.dumps({"suites": {"golden": {"metrics": {"pass": value}}}}))
+        return cfg.model_copy(update={"quality": ProbeSpec(model="demo", api_key_env=None, suites=["golden"], limit=2,
+                                                           baseline=str(tmp_path / f"b{value}.json"),
+                                                           default_budget=0.0)})
+
+    with pytest.raises(DeployRefused, match="quality probe breached: golden"):
+        switch(with_baseline(2.0), "green", say=lambda s: None)
+    assert read_deploy_state(cfg)["active"] is None and not (tmp_path / "gw" / "routes.json").exists()
+    st = switch(with_baseline(0.0), "green", say=lambda s: None)
+    assert st["active"] == "green" and any(c.startswith("quality probe: golden") for c in st["history"][-1]["checks"])
