@@ -16,7 +16,7 @@ OUT=${OUT:-runs/deploy/$ENV.yaml}
 CFG=${BLUEGREEN_CONFIG:-configs/deploy/bluegreen.yaml}
 llmp() { PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} "$PY" -m llm_platform.cli "$@"; }
 TRACK=${2:-$(llmp deploy status --config "$CFG" --backend kubernetes --json 2>/dev/null \
-  | "$PY" -c "import json,sys; a=json.load(sys.stdin).get('active'); print({'blue':'green','green':'blue'}.get(a,'blue'))" || echo blue)}
+  | "$PY" -c "import json,sys; s=json.load(sys.stdin); a=(s.get('cluster') or {}).get('active') or s.get('active'); print({'blue':'green','green':'blue'}.get(a,'blue'))" || echo blue)}
 
 # The package's renderer (`llm-platform deploy render --env ENV`: the overlay plus configs/environments/ENV.yaml)
 # when this checkout has it, else kustomize on the overlay.
