@@ -347,7 +347,8 @@ CONFIG_FILE_KINDS: dict[str, type[Strict] | str] = {
     "gateway_test.yaml": "llm_platform.serve.config:GatewayConfig",
     "gate.yaml": "llm_platform.evaluation.gate:GateConfig",
     "arena.yaml": "llm_platform.ui.arena:ArenaConfig",
-    "suites.yaml": "llm_platform.evaluation.harness:SuitesConfig"}
+    "suites.yaml": "llm_platform.evaluation.harness:SuitesConfig",
+    "bluegreen.yaml": "llm_platform.deploy.bluegreen:BlueGreenConfig"}
 
 def config_kind(path: str | Path) -> type[Strict] | None:
     "The config model for a YAML under configs/: by file name, else by folder (importing a lazily named one)."

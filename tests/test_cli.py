@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["ui", "demo", "lineage", "models", "data", "train", "safety", "keys", "audit", "pipeline", "serve", "gateway",
-            "registry", "gate", "arena", "llamacpp", "evaluate", "optimize", "monitor"]
+            "registry", "gate", "arena", "llamacpp", "evaluate", "optimize", "monitor", "deploy"]
 
 
 def python(code: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from .data import data_app
+from .deploy import deploy_app
 from .models import llamacpp_app, models_app
 from .monitor import monitor_app
 from .optimize import optimize_app
@@ -25,7 +26,7 @@ for _name, _group in [("models", models_app), ("data", data_app), ("train", trai
                       ("keys", keys_app), ("audit", audit_app), ("pipeline", pipeline_app), ("serve", serve_app),
                       ("gateway", gateway_app), ("registry", registry_app), ("gate", gate_app), ("arena", arena_app),
                       ("llamacpp", llamacpp_app), ("evaluate", evaluate_app),
-                      ("optimize", optimize_app), ("monitor", monitor_app)]:
+                      ("optimize", optimize_app), ("monitor", monitor_app), ("deploy", deploy_app)]:
     app.add_typer(_group, name=_name)
 
 # %% auto #0
