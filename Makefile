@@ -13,7 +13,7 @@ CONFIG ?= configs/pipelines/demo.yaml
 TUNE_CONFIG ?= configs/pipelines/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup llamacpp demo test export lab lint pipeline optimize train train-distributed tune sync-check nbtest pytest system-deps bench clean start-monitoring view-metrics check-health
+.PHONY: deploy-tools lint-k8s help setup llamacpp demo test export lab lint pipeline optimize train train-distributed tune sync-check nbtest pytest system-deps bench clean start-monitoring view-metrics check-health
 
 help:            ## list the targets (the workflow commands of the README's table come last)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,7 +57,7 @@ train-distributed: setup  ## 2-process DDP training on this machine (gloo on CPU
 tune: setup      ## Optuna study over configs/training/hyperparameter_space.yaml (TUNE_CONFIG=..., TRIALS=3)
 	$(BIN)/llm-platform train tune --config $(TUNE_CONFIG) $(if $(TRIALS),--trials $(TRIALS))
 
-test: setup system-deps sync-check lint nbtest pytest   ## everything CI checks
+test: setup system-deps deploy-tools sync-check lint nbtest pytest   ## everything CI checks
 
 system-deps:     ## Chromium (browser tests), redis-server (gateway store), Prometheus + Alertmanager (monitoring) from Debian; needs root or it says what to run
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -67,6 +67,13 @@ system-deps:     ## Chromium (browser tests), redis-server (gateway store), Prom
 	command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || mon="$$mon prometheus-alertmanager"; \
 	[ -z "$$mon" ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$mon >/dev/null) \
 	  || { echo "install first: sudo apt-get install --no-install-recommends $$mon"; exit 1; }; }
+
+deploy-tools:    ## pinned offline validators into .cache/tools, never .venv (kubectl, kubernetes-validate, checkov, python-hcl2; once, ~2 min)
+	bash deploy/k8s/tools.sh
+	bash deploy/terraform/tools.sh
+
+lint-k8s: deploy-tools  ## every overlay: committed = rendered from configs/environments, kustomize, kubernetes-validate --strict, checkov
+	bash deploy/k8s/validate.sh
 
 sync-check: setup  ## fail if llm_platform/ is not exactly what nbs/ exports
 	PATH=$(BIN):$$PATH bash scripts/check_sync.sh

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -313,3 +314,13 @@ def test_one_job_per_pipeline_step(rendered):
 
 def test_local_has_no_overlay():
     assert not load_environment("local").kubernetes and not (K8S / "overlays" / "local").exists()
+
+
+def test_cli_render_prints_what_kustomize_renders(tools, rendered):
+    "`llm-platform deploy render --env staging` (what deploy/scripts/deploy.sh applies) = the overlay as kustomize renders it."
+    import sys
+    out = subprocess.run([sys.executable, "-m", "llm_platform.cli", "deploy", "render", "--env", "staging"],
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PATH": str(Path(tools["KUBECTL"]).parent)
+                                                                        + os.pathsep + os.environ["PATH"]})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == rendered["staging"].read_text()

@@ -14,7 +14,7 @@ import typer
 
 from .common import SetOpt, cli_errors, console
 
-deploy_app = typer.Typer(help="Deployment: blue-green switch and rollback of a served model between two tracks.",
+deploy_app = typer.Typer(help="Deployment: an environment's Kubernetes manifests; blue-green switch and rollback of a served model.",
                          no_args_is_help=True)
 DEFAULT_CONFIG = Path("configs/deploy/bluegreen.yaml")
 ConfigOpt = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="blue-green YAML (BlueGreenConfig)")
@@ -29,7 +29,7 @@ def _say(line: str) -> None:
 
 # %% auto #0
 __all__ = ['deploy_app', 'DEFAULT_CONFIG', 'ConfigOpt', 'BackendOpt', 'deploy_switch', 'deploy_rollback', 'deploy_status',
-           'deploy_plan']
+           'deploy_plan', 'deploy_render', 'deploy_env']
 
 # %% ../../nbs/91l_cli_deploy.ipynb #af18c053
 @deploy_app.command("switch")
@@ -80,3 +80,45 @@ def deploy_plan(track: str = typer.Argument(..., help="blue or green"), config: 
     for step, cmd in kubernetes_plan(cfg, track).items():
         print(f"# {step}\n{shlex.join(cmd)}")
     console.print("the probes run through the port-forward; the patch runs only after every check passed")
+
+# %% ../../nbs/91l_cli_deploy.ipynb #fdf10332
+def _kubectl() -> str | None:
+    "kubectl from deploy/k8s/tools.sh's pinned copy, else the one on PATH."
+    import shutil
+    from llm_platform.core import find_project_root
+    pinned = find_project_root() / ".cache/tools/kubectl/bin/kubectl"
+    return str(pinned) if pinned.exists() else shutil.which("kubectl")
+
+@deploy_app.command("render")
+@cli_errors
+def deploy_render(env: Optional[str] = typer.Option(None, "--env", help="environment (configs/environments/NAME.yaml; "
+                                                    "default $LLMP_ENV, else local)"),
+                  all_envs: bool = typer.Option(False, "--all", help="every Kubernetes environment, and base/files"),
+                  overlay_only: bool = typer.Option(False, help="write the overlay folder; print its path, not manifests")):
+    "Write deploy/k8s/overlays/ENV from the environment's YAML, then print the manifests kustomize renders from it."
+    import subprocess
+    from llm_platform.deploy.environments import load_environment, render_all, render_overlay
+    if all_envs:
+        for folder in render_all():
+            print(folder)
+        return
+    folder = render_overlay(load_environment(env))
+    if overlay_only:
+        print(folder)
+        return
+    kubectl = _kubectl()
+    if kubectl is None:
+        raise OSError(f"no kubectl to run `kubectl kustomize {folder}`: bash deploy/k8s/tools.sh installs a pinned one")
+    out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"kubectl kustomize {folder} failed: {out.stderr.strip()}")
+    print(out.stdout, end="")
+
+@deploy_app.command("env")
+@cli_errors
+def deploy_env(env: Optional[str] = typer.Option(None, "--env", help="environment name (default $LLMP_ENV, else local)")):
+    "The environment's settings as the package and the overlays read them (YAML)."
+    import yaml
+    from llm_platform.deploy.environments import load_environment
+    print(yaml.safe_dump(load_environment(env).model_dump(mode="json"), sort_keys=False), end="")
+
