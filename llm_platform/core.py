@@ -22,7 +22,7 @@ from typing import Any
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
-           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'ChildServer',
+           'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'stop_process', 'ChildServer',
            'resolve_model_name', 'iter_jsonl', 'import_object']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
@@ -243,6 +243,19 @@ class ChildProcesses:
 
 
 # %% ../nbs/00_core.ipynb #764c4cc8
+def stop_process(proc: subprocess.Popen, grace: float = 20) -> None:
+    "SIGTERM to `proc`; after `grace` seconds SIGKILL to its process group (it was started with start_new_session)."
+    import contextlib
+    import signal
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
 class ChildServer:
     "A `python -m module` server in its own process group that dies with its parent: start, wait for /health, stop."
     module = ""                  # subclasses: what `python -m` runs
@@ -291,18 +304,9 @@ class ChildServer:
         raise TimeoutError(f"{self.what} not answering on {self.url} after {timeout} s; log {self.log_path}")
 
     def stop(self, grace: float = 20) -> None:
-        import contextlib
-        import signal
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, grace)
         self._log.close()
         self.proc = None
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -23,7 +21,7 @@ import yaml
 from pydantic import Field
 
 from ..config import Strict
-from ..core import get_logger, parent_death_hook, resolve_path, write_json
+from ..core import get_logger, parent_death_hook, resolve_path, stop_process, write_json
 
 log = get_logger("monitor.stack")
 
@@ -279,14 +277,7 @@ class ServerProcess:
         "SIGTERM, then SIGKILL of its process group after `grace_s` seconds."
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, grace_s)
         self.proc = None
 
     def __enter__(self) -> ServerProcess:
