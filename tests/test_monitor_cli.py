@@ -73,7 +73,7 @@ def test_start_health_metrics_and_stop(config):
         from llm_platform.monitor.stack import query
         while time.monotonic() < deadline:
             up = {r["metric"]["job"]: r["value"][1] for r in query(urls["prometheus"], "up")}
-            if up.get("monitor_agent") == "1":
+            if up.get("monitor_agent") == "1" and "gateway" in up:     # both scraped at least once
                 break
             time.sleep(0.5)
         assert up.get("monitor_agent") == "1" and up.get("gateway") == "0", up
