@@ -7,7 +7,6 @@ everything bound to 127.0.0.1 on free ports (bridge networks are not allowed on 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.browser import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "deploy/docker/containers.conf"
@@ -28,12 +29,6 @@ pytestmark = [pytest.mark.container, pytest.mark.skipif(
 def podman(*args, check=True, timeout=120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], check=check, timeout=timeout, capture_output=True, text=True,
                           env={**os.environ, "CONTAINERS_CONF": str(CONF)}, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ in front of the instant upstream, spans exported over OTLP/HTTP to a real receiv
 /metrics checked against the metric catalog (llm_platform.monitor.metrics)."""
 import json
 import os
-import socket
 import time
 
 import httpx
@@ -18,15 +17,10 @@ from llm_platform.security.auth import APIKeyStore
 from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.upstream import UpstreamServer
+from tests.browser import free_port
 
 ROOT = find_project_root()
 PII = "write to jane.doe@example.com or call +1 415 555 0134"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

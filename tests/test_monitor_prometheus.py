@@ -4,7 +4,6 @@ rules evaluate on them; Alertmanager routes quality/drift alerts to the monitor 
 `notify`; `promtool check config`, `promtool test rules` and `amtool check-config` pass on the deploy files."""
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,18 +22,13 @@ from llm_platform.serve.app import GatewayProcess
 from llm_platform.serve.check import gateway_for
 from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.llamacpp import LlamaCppServer
+from tests.browser import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "monitoring"
 MODEL = "tiny"
 CONTRACT_ALERTS = {"GatewayLatencySLOBurn", "GatewayErrorRateHigh", "ReplicaDown", "QueueGrowing", "InputDriftDetected",
                    "OutputDriftDetected", "QualityProbeFailing"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Webhook:

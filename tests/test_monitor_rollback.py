@@ -23,7 +23,6 @@ API (/api/v2/alerts) itself, labelled from the breached series, as Prometheus do
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -46,17 +45,12 @@ from llm_platform.security.audit import verify_log
 from llm_platform.security.auth import APIKeyStore
 from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.manager import CommandLauncher, ModelManager, request_swap, wait_swap
+from tests.browser import free_port
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 LIMIT = 6                          # items per suite the probe asks
 SUITES = ["golden", "safety"]
 pytestmark = pytest.mark.skipif(not os.path.exists(ALERTMANAGER), reason="prometheus-alertmanager not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout: float = 20, every: float = 0.05):

@@ -315,9 +315,5 @@ def launch_review_ui(cfg: ArenaConfig, api_base: str | None = None, with_chat: b
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = (build_review_app(cfg, api_base, chat_model, chat_cfg, api_key) if with_chat
            else build_arena_app(cfg, api_base, api_key))
-    app.queue().launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
-                       show_error=True, auth=auth or cfg.reviewer_logins(), auth_message="Reviewers: log in to vote.")
-    url = f"http://{cfg.host}:{cfg.port}/"
-    if block:
-        app.block_thread()
-    return app, url
+    from llm_platform.ui.chat import serve_blocks
+    return serve_blocks(app, cfg, block, auth=auth or cfg.reviewer_logins(), auth_message="Reviewers: log in to vote.")

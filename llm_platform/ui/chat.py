@@ -12,7 +12,7 @@ from ..config import UIConfig
 from ..core import resolve_model_name
 
 # %% auto #0
-__all__ = ['to_openai_messages', 'build_chat_app', 'launch_chat_ui']
+__all__ = ['to_openai_messages', 'build_chat_app', 'serve_blocks', 'launch_chat_ui']
 
 # %% ../../nbs/70_ui_chat.ipynb #446fe8b7
 def to_openai_messages(message: str, history: list[dict], system_prompt: str | None = None) -> list[dict]:
@@ -62,6 +62,16 @@ def build_chat_app(api_base: str,                 # e.g. http://127.0.0.1:8000/v
     return gr.ChatInterface(respond, title=cfg.title, flagging_mode="never",
                             description=f"Answers come from `{api_base}` (OpenAI-compatible API).")
 
+def serve_blocks(app, cfg: UIConfig, block: bool = True, **launch_kw):
+    "Queue and launch a Gradio app on `cfg.host:cfg.port` (a background thread unless `block`); returns (app, URL)."
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    app.queue().launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
+                       show_error=True, **launch_kw)
+    url = f"http://{cfg.host}:{cfg.port}/"
+    if block:
+        app.block_thread()
+    return app, url
+
 def launch_chat_ui(api_base: str, model: str | None = None, cfg: UIConfig | None = None, block: bool = True,
                    api_key: str | None = None):
     "Build and launch the UI; returns (app, local URL). With block=False it serves in a background thread."
@@ -71,9 +81,4 @@ def launch_chat_ui(api_base: str, model: str | None = None, cfg: UIConfig | None
     if cfg.metrics_url:                  # the gateway's /metrics: live figures in an "Operations" tab
         from llm_platform.ui.operations import with_operations_tab
         app = with_operations_tab(app, cfg)
-    app.queue().launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
-                       show_error=True)
-    url = f"http://{cfg.host}:{cfg.port}/"
-    if block:
-        app.block_thread()
-    return app, url
+    return serve_blocks(app, cfg, block)

@@ -263,11 +263,6 @@ def launch_operations_ui(cfg: UIConfig, metrics_url: str | None = None, promethe
                          block: bool = True):
     "Build and launch the Operations tab alone on `cfg.host:cfg.port`; returns (app, local URL)."
     import os
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = build_operations_app(cfg, metrics_url, prometheus_url)
-    app.queue().launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
-                       show_error=True)
-    url = f"http://{cfg.host}:{cfg.port}/"
-    if block:
-        app.block_thread()
-    return app, url
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")     # before gradio is imported
+    from llm_platform.ui.chat import serve_blocks
+    return serve_blocks(build_operations_app(cfg, metrics_url, prometheus_url), cfg, block)
