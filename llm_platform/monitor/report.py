@@ -13,8 +13,6 @@ import json
 import math
 import re
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +21,14 @@ import orjson
 
 from ..config import MonitorStepConfig
 from ..core import resolve_path, write_json
+from .stack import PrometheusQueryError
+from .stack import query as prometheus_query
 from ..security.audit import verify_log
 
 # %% auto #0
-__all__ = ['parse_duration', 'MonitorReportSpec', 'iso', 'LineProblem', 'read_audit', 'check_chain', 'attribute_unrouted',
-           'percentiles', 'model_key', 'summarize', 'tenant_usage', 'time_series', 'read_samples', 'summarize_samples',
-           'promql', 'PrometheusError', 'query_range', 'prometheus_series', 'make_plots', 'render_html', 'headline',
+__all__ = ['PrometheusError', 'parse_duration', 'MonitorReportSpec', 'iso', 'LineProblem', 'read_audit', 'check_chain',
+           'attribute_unrouted', 'percentiles', 'model_key', 'summarize', 'tenant_usage', 'time_series', 'read_samples',
+           'summarize_samples', 'promql', 'query_range', 'prometheus_series', 'make_plots', 'render_html', 'headline',
            'compute_report', 'build_report']
 
 # %% ../../nbs/87_monitor_report.ipynb #8efd2057
@@ -290,27 +290,11 @@ def promql(rate_window: str) -> dict[str, str]:
         "output_tokens_per_s": (f'{by} (rate(llmp_gateway_tokens_total{{gen_ai_token_type="output"}}[{w}]))'),
     }
 
-class PrometheusError(RuntimeError):
-    "Prometheus could not be reached or answered an error."
+PrometheusError = PrometheusQueryError     # one Prometheus client for the package: monitor.stack.query
 
 def query_range(url: str, query: str, start: float, end: float, step_s: float, timeout_s: float = 10) -> list[dict]:
     "One `/api/v1/query_range` call: `[{'metric': {...}, 'values': [[t, 'v'], ...]}, ...]`."
-    qs = urllib.parse.urlencode({"query": query, "start": start, "end": end, "step": step_s})
-    full = f"{url.rstrip('/')}/api/v1/query_range?{qs}"
-    try:
-        with urllib.request.urlopen(full, timeout=timeout_s) as r:
-            body = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            detail = json.loads(e.read()).get("error", "")
-        except (ValueError, OSError):
-            detail = ""
-        raise PrometheusError(f"{url}: query_range answered HTTP {e.code} {detail}".strip()) from None
-    except (OSError, ValueError) as e:
-        raise PrometheusError(f"{url}: query_range failed: {e}") from None
-    if body.get("status") != "success":
-        raise PrometheusError(f"{url}: query_range {body.get('errorType')}: {body.get('error')}")
-    return body["data"]["result"]
+    return prometheus_query(url, query, timeout_s=timeout_s, span=(start, end, step_s))
 
 def prometheus_series(url: str, start: float, end: float, step_s: float, rate_window: str = "5m",
                       timeout_s: float = 10) -> dict:

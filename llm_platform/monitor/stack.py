@@ -295,18 +295,23 @@ def query(url: str,                 # Prometheus base URL, e.g. http://127.0.0.1
           at: float | None = None,  # evaluation time (unix seconds); None: now
           timeout_s: float = 10,
           client: httpx.Client | None = None,   # reuse one for many queries (a new connection costs ~0.1 s)
+          span: tuple[float, float, float] | None = None,   # (start, end, step_s): a range query instead
           ) -> list[dict]:
-    "The instant vector (or scalar/string as one row) of `promql`: a list of {'metric': labels, 'value': [t, 'v']}."
+    """The instant vector (or scalar/string as one row) of `promql`: a list of {'metric': labels, 'value': [t, 'v']};
+    with `span`, the range query's matrix: {'metric': labels, 'values': [[t, 'v'], ...]}."""
     params: dict[str, Any] = {"query": promql}
-    if at is not None:
+    if span is not None:
+        params.update(start=span[0], end=span[1], step=span[2])
+    elif at is not None:
         params["time"] = at
+    kind = "query_range" if span is not None else "query"
     try:
-        r = (client or httpx).get(url.rstrip("/") + "/api/v1/query", params=params, timeout=timeout_s)
+        r = (client or httpx).get(f"{url.rstrip('/')}/api/v1/{kind}", params=params, timeout=timeout_s)
         body = r.json()
     except (httpx.HTTPError, ValueError) as e:
-        raise PrometheusQueryError(f"query {promql!r} at {url}: {type(e).__name__}: {e}") from None
+        raise PrometheusQueryError(f"{url}: {kind} failed: {type(e).__name__}: {e} ({promql!r})") from None
     if body.get("status") != "success":
-        raise PrometheusQueryError(f"query {promql!r} at {url}: {body.get('errorType')}: {body.get('error')}")
+        raise PrometheusQueryError(f"{url}: {kind} {promql!r}: {body.get('errorType')}: {body.get('error')}")
     data = body["data"]
     return data["result"] if data["resultType"] in ("vector", "matrix") else [{"metric": {}, "value": data["result"]}]
 
