@@ -10,6 +10,9 @@ from llm_platform.core import read_json
 from llm_platform.pipeline import PipelineStepError, run_pipeline
 
 STEPS = ["01_data", "02_train", "03_evaluate", "04_merge", "05_export", "06_gate"]
+# Runs that test the gate, the cache or resuming leave out 05_export (tiny_run exports; ~30 s a run saved)
+TO_MERGE = ["01_data", "02_train", "03_evaluate", "04_merge"]
+NO_EXPORT = f"steps=[{','.join([*TO_MERGE, '06_gate'])}]"
 
 
 def test_every_step_ran_and_kept_its_notebook(tiny_run):
@@ -145,7 +148,8 @@ def bad_chats(tmp_path_factory) -> Path:
 def test_a_challenger_trained_on_bad_data_fails_the_gate_and_the_champion_stays(tiny_run, bad_chats):
     "End to end: the pipeline trains on garbage; 06_gate compares it with the champion (tiny_run's version) and says no."
     from llm_platform.registry.models import list_versions
-    ov = [*_overrides(tiny_run), f"data.path={bad_chats}", "evaluate.require_improvement=false", "gate.limit=8"]
+    ov = [*_overrides(tiny_run), f"data.path={bad_chats}", "evaluate.require_improvement=false", "gate.limit=8",
+          NO_EXPORT]
     info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"bad-{uuid.uuid4().hex[:6]}", progress=False)
     gate, name = info["gate"], tiny_run["registered_model"]
     assert gate["champion_before"] == tiny_run["registered_version"] and gate["passed"] is False
@@ -167,7 +171,7 @@ def test_a_challenger_as_good_as_the_champion_passes_is_promoted_and_rolls_back(
     from llm_platform.cli import app
     from llm_platform.registry.models import list_versions
     uri = f"sqlite:///{tiny_run['runs_dir']}/mlflow.db"
-    ov = [*_overrides(tiny_run), "gate.limit=8"]
+    ov = [*_overrides(tiny_run), "gate.limit=8", NO_EXPORT]
     index = tiny_run["runs_dir"] / ".step_cache.json"
     saved = index.read_bytes()          # the retrain indexes its steps: later tests reuse tiny_run's, as before
     try:
@@ -191,7 +195,7 @@ def test_failed_step_can_be_resumed(runs_dir, tmp_path):
     golden.write_text('{"prompt": "Is there dark mode?", "expected": "Dark"}\n{"prompt": broken\n')
     run_id = f"resume-{uuid.uuid4().hex[:6]}"
     overrides = [f"runs_dir={runs_dir}", "mlflow.enabled=false", "train.max_steps=2", f"evaluate.golden_path={golden}",
-                 "evaluate.require_improvement=false"]
+                 "evaluate.require_improvement=false", f"steps=[{','.join(TO_MERGE)}]"]
     with pytest.raises(PipelineStepError, match=f"resume with: llm-platform pipeline run --resume {run_id}") as e:
         run_pipeline("configs/pipelines/tiny.yaml", overrides, run_id=run_id, progress=False)
     assert "03_evaluate" in str(e.value) and "golden.jsonl:2" in str(e.value)
@@ -202,7 +206,7 @@ def test_failed_step_can_be_resumed(runs_dir, tmp_path):
     golden.write_text('{"prompt": "Is there dark mode?", "expected": "Dark"}\n')
     info = run_pipeline("configs/pipelines/tiny.yaml", [f"runs_dir={runs_dir}"], run_id=run_id, resume=True,
                         progress=False)
-    assert info["steps_done"] == STEPS and "failed_step" not in info
+    assert info["steps_done"] == TO_MERGE and "failed_step" not in info
     assert (runs_dir / run_id / "02_train" / "metrics.json").stat().st_mtime == trained_at   # not retrained
 
 
@@ -249,7 +253,8 @@ def test_unchanged_pipeline_reuses_every_step_in_under_10s(tiny_run):
 @pytest.fixture(scope="module")
 def changed_run(tiny_run):
     "The tiny pipeline with one training knob changed (3 steps; the resume test trains 2), MLflow off."
-    ov = _overrides(tiny_run, "mlflow.enabled=false", "train.max_steps=3", "evaluate.require_improvement=false")
+    ov = _overrides(tiny_run, "mlflow.enabled=false", "train.max_steps=3", "evaluate.require_improvement=false",
+                    f"steps=[{','.join(TO_MERGE)}]")
     info = run_pipeline("configs/pipelines/tiny.yaml", ov, run_id=f"changed-{uuid.uuid4().hex[:6]}", progress=False)
     return {**info, "overrides": ov, "run_dir": tiny_run["runs_dir"] / info["run_id"]}
 
@@ -281,7 +286,7 @@ def test_deleted_cached_output_is_a_miss_not_a_crash(tiny_run, changed_run):
                         progress=False)
     run_dir = tiny_run["runs_dir"] / info["run_id"]
     assert set(info["reused_from"]) == {"01_data", "02_train", "03_evaluate"}
-    assert _made_here(run_dir, "04_merge") and info["steps_done"] == STEPS
+    assert _made_here(run_dir, "04_merge") and info["steps_done"] == TO_MERGE
     assert info["step_keys"]["04_merge"] == merge_key
     assert read_json(runs / ".step_cache.json")[merge_key]["run_id"] == info["run_id"]
 

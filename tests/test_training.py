@@ -35,7 +35,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _job(tiny_data, out: Path, **train) -> TrainJob:
-    base = {"max_steps": 12, "batch_size": 8, "learning_rate": 3e-3, "logging_steps": 1, "torch_threads": 1,
+    base = {"max_steps": 12, "batch_size": 8, "learning_rate": 3e-3, "logging_steps": 1,
             "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
     return TrainJob(train=TrainConfig(**{**base, **train}), model_path=tiny_data["model"],
                     train_path=tiny_data["train"], out_dir=str(out), max_length=256)
@@ -53,8 +53,8 @@ def _adapter(out: Path) -> dict:
 def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
     """2 gloo processes x batch 4 == 1 process x batch 8 (itself under torchrun): same global batches, same updates.
     (Length grouping is off: it forms its batches per rank, so only the random sampler gives identical batches.)"""
-    one = launch_training(_job(tiny_data, tmp_path / "one", group_by_length=False, padding_free=True),
-                          torchrun=True)
+    one = launch_training(_job(tiny_data, tmp_path / "one", group_by_length=False, padding_free=True, torch_threads=1),
+                          torchrun=True)    # one thread a process on both sides: the same reductions
     two = launch_training(_job(tiny_data, tmp_path / "two", group_by_length=False, padding_free=True, batch_size=4,
                                distributed={"num_processes": 2, "master_port": 29531}))
     assert one["processes"] == 1 and two["processes"] == 2 and one["steps"] == two["steps"] == 12
@@ -116,7 +116,7 @@ def test_optuna_study_three_trials_with_mlflow_children(tiny_data, tmp_path):
                                       "lora.r": {"type": "categorical", "choices": [4, 8]},
                                       "lora.dropout": {"low": 0.0, "high": 0.1}}, trials=3, startup_trials=1)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    base = TrainConfig(learning_rate=3e-3, lora={"r": 8, "dropout": 0.0}, max_steps=8, batch_size=8, torch_threads=1,
+    base = TrainConfig(learning_rate=3e-3, lora={"r": 8, "dropout": 0.0}, max_steps=8, batch_size=8,
                        logging_steps=4, eval_steps=2)
     s = tune(base, space, Path(tiny_data["model"]), read_jsonl(tiny_data["train"]), read_jsonl(tiny_data["val"]),
              tmp_path / "study", max_length=256, mlflow_uri=uri, experiment="tune-test",
@@ -133,7 +133,7 @@ def test_optuna_study_three_trials_with_mlflow_children(tiny_data, tmp_path):
     assert {c.data.tags["state"] for c in children} <= {"complete", "pruned"}
     assert parents[0].data.metrics["best_eval_loss"] == pytest.approx(s["best_eval_loss"])
     # a rerun on the same folder continues the study instead of starting over
-    s2 = tune(TrainConfig(max_steps=8, batch_size=8, torch_threads=1, eval_steps=2),
+    s2 = tune(TrainConfig(max_steps=8, batch_size=8, eval_steps=2),
               space.model_copy(update={"trials": 3}), Path(tiny_data["model"]), read_jsonl(tiny_data["train"]),
               read_jsonl(tiny_data["val"]), tmp_path / "study", max_length=256)
     assert s2["trials"] == 3
