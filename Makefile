@@ -136,9 +136,10 @@ container-deps:  ## podman, runc, debootstrap, docker-compose (config checks) fr
 base-image: container-deps  ## localhost/llm-platform-base:bookworm (debootstrap minbase + python3; once, ~1 min; FORCE=1 rebuilds)
 	$(PODMAN_ENV) deploy/docker/base.sh
 
-images: setup llamacpp container-deps  ## the CPU serving image (gateway + llama-server) and the ops image (Redis, Prometheus, Alertmanager from Debian) from BASE (default the local base)
+images: setup llamacpp container-deps  ## the CPU serving image (gateway + llama-server), the ops image (Redis, Prometheus, Alertmanager from Debian) and the MLflow server image from BASE (default the local base)
 	$(PODMAN_ENV) BASE=$(BASE) PY=$(BIN)/python deploy/docker/build.sh serving-cpu
 	$(PODMAN_ENV) BASE=$(BASE) deploy/docker/build.sh ops
+	$(PODMAN_ENV) BASE=$(BASE) PY=$(BIN)/python deploy/docker/build.sh mlflow
 
 # The GPU serving, GPU training and pipeline images need their registry bases (vllm/vllm-openai, nvidia/cuda,
 # python) and the package indexes at build time: built where the registry answers, else their commands are printed.
@@ -161,7 +162,7 @@ test-container: setup llamacpp container-deps  ## build the images, run the serv
 
 # LOCAL=1: no registry (this kind of machine): Redis/Prometheus/Alertmanager from the ops image, and only the services that have an image.
 COMPOSE_FILES := -f $(COMPOSE_FILE) $(if $(LOCAL),-f deploy/compose/docker-compose.local.yml)
-UP_SERVICES := $(if $(LOCAL),redis model-server gateway prometheus alertmanager)
+UP_SERVICES := $(if $(LOCAL),redis model-server gateway prometheus alertmanager mlflow)
 
 up:              ## the full stack of deploy/compose/docker-compose.full.yml (host networking; needs GF_SECURITY_ADMIN_PASSWORD; `make images` first; LOCAL=1 without a registry)
 	$(PODMAN_ENV) $(COMPOSE) -p llm-platform $(COMPOSE_FILES) up -d $(UP_SERVICES)

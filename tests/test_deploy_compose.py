@@ -1,9 +1,9 @@
 """The full compose file brought up here: the services that can run without a registry (gateway, model server,
-Redis, Prometheus, Alertmanager) from deploy/compose/docker-compose.full.yml + docker-compose.local.yml,
+Redis, Prometheus, Alertmanager, MLflow) from deploy/compose/docker-compose.full.yml + docker-compose.local.yml,
 with Debian's docker-compose talking to podman's Docker API socket, host networking and free ports.
 
-Slow (an image build and five containers), so it runs only from `make test-container` (LLMP_CONTAINER_TESTS=1).
-MLflow, Grafana and Jaeger have no image here (no registry): `config` validation covers them
+Slow (image builds and six containers), so it runs only from `make test-container` (LLMP_CONTAINER_TESTS=1).
+Grafana and Jaeger have no image here (no registry): `config` validation covers them
 (tests/test_deploy_files.py)."""
 import os
 import shutil
@@ -16,7 +16,7 @@ import pytest
 from test_deploy_container import CONF, ROOT, free_port, podman
 
 COMPOSE = ROOT / "deploy/compose"
-SERVICES = ["redis", "model-server", "gateway", "prometheus", "alertmanager"]
+SERVICES = ["redis", "model-server", "gateway", "prometheus", "alertmanager", "mlflow"]
 
 pytestmark = [pytest.mark.container, pytest.mark.skipif(
     not os.environ.get("LLMP_CONTAINER_TESTS") or shutil.which("podman") is None
@@ -49,7 +49,7 @@ def docker_host(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(docker_host, tmp_path_factory):
-    serving, ops = build("serving-cpu"), build("ops")
+    serving, ops, mlflow = build("serving-cpu"), build("ops"), build("mlflow")
     mon = ROOT / "deploy/monitoring"
     if not (mon / "prometheus/prometheus.yml").exists():       # before the monitoring issue's configs land here
         mon = tmp_path_factory.mktemp("monitoring")
@@ -59,10 +59,11 @@ def stack(docker_host, tmp_path_factory):
         (mon / "alertmanager/alertmanager.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
         for p in [mon, *mon.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
-    ports = {k: free_port() for k in ("GATEWAY_PORT", "MODEL_PORT", "REDIS_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
+    ports = {k: free_port() for k in ("GATEWAY_PORT", "MODEL_PORT", "REDIS_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT",
+                                      "MLFLOW_PORT")}
     project = f"llmp-test-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DOCKER_HOST": docker_host,
-           "SERVING_IMAGE": serving, "OPS_IMAGE": ops, "MONITORING_DIR": str(mon),
+           "SERVING_IMAGE": serving, "OPS_IMAGE": ops, "MLFLOW_IMAGE": mlflow, "MONITORING_DIR": str(mon),
            "GF_SECURITY_ADMIN_PASSWORD": "unused-here", "COMPOSE_HTTP_TIMEOUT": "300"}
     compose = ["docker-compose", "-p", project, "-f", str(COMPOSE / "docker-compose.full.yml"),
                "-f", str(COMPOSE / "docker-compose.local.yml")]
@@ -102,7 +103,8 @@ def test_services_come_up_and_answer(stack):
     except AssertionError as e:
         raise AssertionError(f"{e}\n{stack['logs']('gateway')}") from None
     assert h.json()["store"] == "ok"
-    print(f"\ncompose: 5 services answering {time.monotonic() - stack['t0']:.1f} s after `up`")
+    wait_for(f"http://127.0.0.1:{p['MLFLOW_PORT']}/health", lambda r: r.status_code == 200)
+    print(f"\ncompose: 6 services answering {time.monotonic() - stack['t0']:.1f} s after `up`")
 
 
 def test_gateway_answers_through_compose(stack):
@@ -116,3 +118,28 @@ def test_gateway_answers_through_compose(stack):
     # the gateway runs without its own llama-server (LLMP_UPSTREAM): only the supervisor and the gateway
     top = podman("top", name, "args").stdout
     assert "llama-server" not in top and "llm_platform.serve.app" in top
+
+
+def test_mlflow_tracks_and_registers_through_compose(stack, tmp_path):
+    "The containerised MLflow server: a run with a metric and an artifact (proxied into the container's volume), a model version."
+    from mlflow.tracking import MlflowClient
+    uri = f"http://127.0.0.1:{stack['ports']['MLFLOW_PORT']}"
+    wait_for(f"{uri}/health", lambda r: r.status_code == 200)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment(f"compose-{uuid.uuid4().hex[:6]}")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "loss", 0.5)
+    (tmp_path / "card.md").write_text("# model card\n")
+    client.log_artifact(run.info.run_id, str(tmp_path / "card.md"))
+    client.set_terminated(run.info.run_id)
+    assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["card.md"]
+    name = f"compose-model-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run.info.run_id}/card.md", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", version.version)
+    assert client.get_model_version_by_alias(name, "champion").version == version.version
+    # the artifact lives in the container's volume, written by its non-root user
+    mlflow = f"{stack['project']}_mlflow_1"
+    found = podman("exec", mlflow, "find", "/mlflow/artifacts", "-name", "card.md", "-user", "mlflow").stdout.split()
+    assert len(found) == 1, found

