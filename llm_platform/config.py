@@ -345,6 +345,7 @@ CONFIG_KINDS: dict[str, type[Strict] | str] = {
 CONFIG_FILE_KINDS: dict[str, type[Strict] | str] = {
     "hyperparameter_space.yaml": SearchSpaceConfig, "gateway.yaml": "llm_platform.serve.config:GatewayConfig",
     "gateway_test.yaml": "llm_platform.serve.config:GatewayConfig",
+    "gateway-bluegreen.yaml": "llm_platform.serve.config:GatewayConfig",
     "gate.yaml": "llm_platform.evaluation.gate:GateConfig",
     "arena.yaml": "llm_platform.ui.arena:ArenaConfig",
     "suites.yaml": "llm_platform.evaluation.harness:SuitesConfig",

@@ -39,7 +39,7 @@ def llama_track(tmp: Path, name: str) -> ProcessReplica:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    "blue and green llama-servers, a broken track (stub answering 500), the gateway following routes.json."
+    "blue and green llama-servers, a broken track (stub answering 500), the gateway whose manager routes `demo` to a track."
     tmp = tmp_path_factory.mktemp("bluegreen")
     blue, green = llama_track(tmp, "blue"), llama_track(tmp, "green")
     (tmp / "broken").mkdir()
@@ -111,6 +111,9 @@ def test_switch_refusals_and_rollback(stack):
     wait_version(gw, "demo/2")
     assert routed_urls(gw) == {stack["green"].base_url}
     assert {ask(gw)[0] for _ in range(3)} == {"demo/2"}
+    # the gateway's model manager made the move (a running-server target): its status names the track
+    managed = json.loads((stack["tmp"] / "gw" / "status.json").read_text())["demo"]
+    assert (managed["state"], managed["target"], managed["version"]) == ("ready", stack["green"].base_url, "demo/2")
 
     # a broken track: healthy, but the serving probe gets HTTP 500: refused, nothing moved
     broken = cfg.model_copy(update={"tracks": {**cfg.tracks, "blue": cfg.tracks["blue"].model_copy(
@@ -148,6 +151,17 @@ def test_switch_refusals_and_rollback(stack):
                                             "deploy.switch.refused", "deploy.rollback"]
     assert events[-1]["actor"] == "oncall" and events[2]["data"]["version"] == "demo/broken"
     assert verify_log(stack["tmp"] / "deploy" / "audit.jsonl", key_env=None).ok
+
+
+def test_no_manager_refuses_and_leaves_nothing_pending(stack, tmp_path):
+    "A healthy track, but no gateway manager follows the state folder: refused, the request put back."
+    from llm_platform.serve.manager import read_state
+    cfg = stack["cfg"].model_copy(update={"state_dir": str(tmp_path / "no-gateway"), "deploy_dir": str(tmp_path / "d"),
+                                          "audit_path": str(tmp_path / "d" / "audit.jsonl"), "health_timeout_s": 1})
+    with pytest.raises(DeployRefused, match="model manager did not route demo to blue.*is the manager running"):
+        switch(cfg, "blue", actor="test", say=lambda line: None)
+    assert read_deploy_state(cfg)["active"] is None and not (tmp_path / "no-gateway" / "routes.json").exists()
+    assert "demo" not in read_state(cfg.state_dir, "desired.json")["models"]      # withdrawn: no previous track
 
 
 def test_rollback_with_nothing_before_refuses(tmp_path):
@@ -227,8 +241,9 @@ def test_containers_as_tracks(tmp_path):
 def test_quality_probe_gates_the_switch(stack, tmp_path):
     """With `quality:` set, the gate's probe (golden suite, scored as the gate scores it) is asked of the new track
     directly and compared with the baseline: an unreachable baseline refuses the switch, a reachable one lets it."""
-    cfg = stack["cfg"].model_copy(update={"deploy_dir": str(tmp_path), "audit_path": str(tmp_path / "a.jsonl"),
-                                          "state_dir": str(tmp_path / "gw")})
+    cfg = stack["cfg"].model_copy(update={"deploy_dir": str(tmp_path), "audit_path": str(tmp_path / "a.jsonl")})
+    routes = stack["tmp"] / "gw" / "routes.json"      # the stack's gateway: its manager makes the move
+    before = routes.read_text()
 
     def with_baseline(value: float):
         (tmp_path / f"b{value}.json").write_text(json.dumps({"suites": {"golden": {"metrics": {"pass": value}}}}))
@@ -238,6 +253,7 @@ def test_quality_probe_gates_the_switch(stack, tmp_path):
 
     with pytest.raises(DeployRefused, match="quality probe breached: golden"):
         switch(with_baseline(2.0), "green", say=lambda s: None)
-    assert read_deploy_state(cfg)["active"] is None and not (tmp_path / "gw" / "routes.json").exists()
+    assert read_deploy_state(cfg)["active"] is None and routes.read_text() == before
     st = switch(with_baseline(0.0), "green", say=lambda s: None)
     assert st["active"] == "green" and any(c.startswith("quality probe: golden") for c in st["history"][-1]["checks"])
+    wait_version(stack["gw"], "demo/2")

@@ -23,7 +23,8 @@ from ..config import Strict, load_config
 from ..core import get_logger, read_json, resolve_path, write_json
 from ..monitor.probe import ProbeSpec
 from ..security.audit import AuditLog
-from ..serve.manager import ROUTES, ProbeError, load_probe_prompts, probe_replica
+from ..serve.manager import (ROUTES, ProbeError, load_probe_prompts, probe_replica, read_state, request_swap,
+                                        wait_swap, withdraw_request)
 
 log = get_logger("deploy.bluegreen")
 TRACKS = ("blue", "green")
@@ -57,7 +58,7 @@ class BlueGreenConfig(Strict):
     backend: Literal["local", "kubernetes"] = "local"
     model: str = Field("demo", min_length=1)  # the served model name clients ask the gateway for
     tracks: dict[Literal["blue", "green"], TrackSpec]
-    state_dir: str = "runs/gateway"           # local: the gateway's manager state folder (routes.json)
+    state_dir: str = "runs/gateway"           # local: the gateway's model manager's state folder (desired.json)
     deploy_dir: str = "runs/deploy"           # bluegreen-<model>.json: active track and history
     audit_path: str = "runs/deploy/audit.jsonl"
     audit_key_env: str | None = "LLM_PLATFORM_AUDIT_KEY"   # HMAC key of the audit chain (unset: plain hashes)
@@ -214,25 +215,31 @@ def _kubernetes_checks(cfg: BlueGreenConfig, to_track: str, say) -> list[str]:
     return done
 
 # %% ../../nbs/94_deploy_bluegreen.ipynb #db01588d
-def route_local(cfg: BlueGreenConfig, track: str) -> dict:
-    "Point the served model's route in routes.json at `track`; returns the route written."
-    folder = resolve_path(cfg.state_dir); folder.mkdir(parents=True, exist_ok=True)
+def route_local(cfg: BlueGreenConfig, track: str, previous: str | None = None) -> dict:
+    """Ask the gateway's model manager to route the served model to `track` (its desired.json) and wait until it
+    has: the manager health-checks and probes the track itself, switches, and never stops it (the track's own
+    scripts run it). Refused (`DeployRefused`) when the manager fails the track or none answers; the request then
+    goes back to `previous` (or is withdrawn), so nothing is left pending. Returns the route."""
     t = cfg.tracks[track]
-    with FileLock(str(folder / ROUTES) + ".lock"):
-        routes = read_json(folder / ROUTES) if (folder / ROUTES).exists() else {}
-        route = {"target": f"bluegreen:{track}", "version": t.version,
-                 "replicas": [{"url": t.url, "version": t.version, "upstream_model": t.upstream_model or cfg.model,
-                               **({"api_key_env": cfg.probe_api_key_env} if cfg.probe_api_key_env else {})}]}
-        routes.setdefault("models", {})[cfg.model] = route
-        routes["generation"], routes["updated_at"] = routes.get("generation", 0) + 1, time.time()
-        write_json(folder / ROUTES, routes)
-    return route
+    ask = lambda s: request_swap(cfg.state_dir, cfg.model, cfg.tracks[s].url, version=cfg.tracks[s].version,
+                                 upstream_model=cfg.tracks[s].upstream_model or cfg.model,
+                                 api_key_env=cfg.probe_api_key_env)
+    ask(track)
+    try:
+        return wait_swap(cfg.state_dir, cfg.model, t.url, timeout_s=2 * cfg.health_timeout_s + 10)
+    except (RuntimeError, TimeoutError) as e:
+        if previous is not None:
+            ask(previous)
+        else:
+            withdraw_request(cfg.state_dir, cfg.model)
+        raise DeployRefused(f"the gateway's model manager did not route {cfg.model} to {track} ({t.url}): {e} "
+                            f"(the gateway must serve {cfg.model!r} with `target: bluegreen` and manager.state_dir "
+                            f"{cfg.state_dir})") from None
 
 def routed_track(cfg: BlueGreenConfig) -> str | None:
-    "The track routes.json sends the served model to now (local backend)."
-    p = resolve_path(cfg.state_dir) / ROUTES
-    target = (read_json(p).get("models", {}).get(cfg.model, {}) if p.exists() else {}).get("target", "")
-    return target.split(":", 1)[1] if target.startswith("bluegreen:") else None
+    "The track the manager routes the served model to now (local backend): its routes.json target is a track's URL."
+    target = read_state(cfg.state_dir, ROUTES).get("models", {}).get(cfg.model, {}).get("target")
+    return next((name for name, t in cfg.tracks.items() if t.url == target), None)
 
 # %% ../../nbs/94_deploy_bluegreen.ipynb #c3478343
 def check_track(cfg: BlueGreenConfig, track: str, say: Callable[[str], None] = print) -> list[str]:
@@ -276,8 +283,14 @@ def switch(cfg: BlueGreenConfig,
             say(f"REFUSED: {e}\n{cfg.model}: traffic stays on {st['active'] or '(none)'}")
             raise
         if cfg.backend == "local":
-            route = route_local(cfg, to_track)
-            say(f"  routes.json: {cfg.model} -> {route['replicas'][0]['url']} ({route['version']})")
+            try:
+                route = route_local(cfg, to_track, previous=st["active"])
+            except DeployRefused as e:
+                _audit(cfg, f"deploy.{action}.refused", actor, from_track=st["active"], to_track=to_track,
+                       version=cfg.tracks[to_track].version, reason=str(e)[:2000])
+                say(f"REFUSED: {e}\n{cfg.model}: traffic stays on {st['active'] or '(none)'}")
+                raise
+            say(f"  routed by the gateway's manager: {cfg.model} -> {route['replicas'][0]['url']} ({route['version']})")
         else:
             plan = kubernetes_plan(cfg, to_track, st["active"])
             r = _run(plan["patch"], say)

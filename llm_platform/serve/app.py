@@ -288,9 +288,10 @@ def run_gateway(cfg: GatewayConfig) -> None:
     state.mkdir(parents=True, exist_ok=True)
     manager = None
     if managed:
-        from llm_platform.serve.manager import ModelManager, request_swap
+        from llm_platform.serve.manager import BLUEGREEN, ModelManager, request_swap
         for name, target in managed.items():
-            request_swap(state, name, target)
+            if target != BLUEGREEN:           # a blue-green model: the track `deploy switch` last asked for, if any
+                request_swap(state, name, target)
         manager = ModelManager(cfg.manager).start()
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -24,7 +24,8 @@ __all__ = ['ModelRoute', 'JWTKeySpec', 'GatewayAuth', 'CacheSpec', 'AuditSpec', 
 class ModelRoute(Strict):
     "One served model name: where it is answered and which guardrails apply."
     replicas: list[ReplicaSpec] = []          # fixed upstreams (any OpenAI-compatible server)
-    target: str | None = None                 # managed replicas: "demo@champion", "demo/3" or a model folder
+    target: str | None = None                 # managed: "demo@champion", "demo/3", a model folder, a running server's
+                                              # URL, or "bluegreen" (the track `llm-platform deploy switch` chose)
     guardrails: str | None = "configs/safety/default.yaml"  # SafetyConfig YAML; null: none
     pii: bool | None = None                   # override the YAML's PII masking (both directions); null: as the YAML says
     default_max_tokens: int = Field(256, gt=0)  # forwarded and reserved when a request names none

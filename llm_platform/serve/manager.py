@@ -30,12 +30,14 @@ from .vllm_server import VLLMServer, port_is_free
 log = get_logger("serve.manager")
 
 ROUTES, DESIRED, STATUS = "routes.json", "desired.json", "status.json"
+BLUEGREEN = "bluegreen"   # a gateway model's target: the track `llm-platform deploy switch` asks for (none at start)
 
 # %% auto #0
-__all__ = ['log', 'ROUTES', 'DESIRED', 'STATUS', 'ALIAS_SPEC', 'VERSION_SPEC', 'WEIGHT_SUFFIXES', 'VLLM_QUEUE', 'ManagerConfig',
-           'DesiredModel', 'Target', 'TargetError', 'folder_version', 'registry_client', 'resolve_target', 'Replica',
-           'Launcher', 'parse_vllm_queue', 'VLLMLauncher', 'ProcessReplica', 'CommandLauncher', 'ProbeError',
-           'load_probe_prompts', 'probe_replica', 'read_state', 'request_swap', 'wait_swap', 'ModelManager']
+__all__ = ['log', 'ROUTES', 'DESIRED', 'STATUS', 'BLUEGREEN', 'ALIAS_SPEC', 'VERSION_SPEC', 'URL_SPEC', 'WEIGHT_SUFFIXES',
+           'VLLM_QUEUE', 'ManagerConfig', 'DesiredModel', 'Target', 'TargetError', 'folder_version', 'registry_client',
+           'resolve_target', 'Replica', 'Launcher', 'parse_vllm_queue', 'VLLMLauncher', 'ExternalReplica',
+           'ProcessReplica', 'CommandLauncher', 'ProbeError', 'load_probe_prompts', 'probe_replica', 'read_state',
+           'request_swap', 'withdraw_request', 'wait_swap', 'ModelManager']
 
 # %% ../../nbs/66_serve_manager.ipynb #45ed2302
 class ManagerConfig(Strict):
@@ -61,24 +63,47 @@ class ManagerConfig(Strict):
 
 class DesiredModel(Strict):
     "One model in desired.json (written by `request_swap`)."
-    target: str = Field(min_length=1)       # demo@champion, demo/3, or a model (or run) folder
+    target: str = Field(min_length=1)       # demo@champion, demo/3, a model (or run) folder, or a running server's URL
     replicas: int = Field(1, ge=1)          # replicas to run
     requested_at: float | None = None       # when it was asked for; a new request retries a target that failed
+    # A URL target is a server the manager does not run (a blue-green track): checked, probed and routed to, never
+    # started or stopped. These say what its answers are named and how to reach it:
+    version: str | None = None              # the version its answers carry (default: the URL)
+    upstream_model: str | None = None       # the model name it serves (default: the gateway's name for it)
+    api_key_env: str | None = None          # env var holding the key the gateway sends it
+
+    @model_validator(mode="after")
+    def _external(self):
+        url = URL_SPEC.fullmatch(self.target) is not None
+        if not url and (self.version or self.upstream_model or self.api_key_env):
+            raise ValueError(f"target={self.target!r}: version, upstream_model and api_key_env are for a URL target "
+                             "(a running server), not for a model the manager starts")
+        if url and self.replicas != 1:
+            raise ValueError(f"target={self.target!r} is one running server: replicas must be 1, not {self.replicas}")
+        return self
 
 # %% ../../nbs/66_serve_manager.ipynb #044d7321
 @dataclass(frozen=True)
 class Target:
     "What a target spec resolves to."
-    spec: str            # as written: demo@champion, demo/3, or a folder
-    model_dir: str       # the model folder to serve (absolute)
-    version: str         # demo/3 for registry targets; <folder>-<hash> for folders
+    spec: str            # as written: demo@champion, demo/3, a folder, or a running server's URL
+    model_dir: str       # the model folder to serve (absolute); "" for a running server
+    version: str         # demo/3 for registry targets; <folder>-<hash> for folders; as asked for a URL
     run_id: str | None   # the training run that made it, when known
+    upstream_model: str | None = None   # a running server: the model name it serves
+    api_key_env: str | None = None      # a running server: env var with its key
+
+    @property
+    def external(self) -> bool:
+        "A server the manager does not start or stop (the spec is its URL)."
+        return URL_SPEC.fullmatch(self.spec) is not None
 
 class TargetError(LookupError):
     "A target names a model, alias, version, run or folder that does not exist or has nothing to serve."
 
 ALIAS_SPEC = re.compile(r"([\w.-]+)@([\w.-]+)")
 VERSION_SPEC = re.compile(r"([\w.-]+)/(\d+)")
+URL_SPEC = re.compile(r"https?://[^\s/]+(?:/\S*)?")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 def folder_version(path: Path) -> str:
@@ -227,6 +252,33 @@ class VLLMLauncher:
         return parse_vllm_queue(r.text) if r.status_code == 200 else None
 
 # %% ../../nbs/66_serve_manager.ipynb #34b72331
+class ExternalReplica:
+    """A server the manager routes to but does not run (a blue-green track, started by its own scripts):
+    health-checked and probed like a replica it starts, never started or stopped."""
+    proc = None
+
+    def __init__(self, base_url: str, health_path: str = "/health", timeout_s: float = 30):
+        self.base_url, self.health_path, self.timeout_s = base_url.rstrip("/"), health_path, timeout_s
+
+    def wait_healthy(self, timeout: float | None = None) -> ExternalReplica:
+        "Block until `<server root><health_path>` answers 200; TimeoutError with the last answer otherwise."
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        deadline, last = time.monotonic() + (timeout or self.timeout_s), None
+        while True:
+            try:
+                r = httpx.get(root + self.health_path, timeout=2)
+                if r.status_code == 200:
+                    return self
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{root}{self.health_path} not healthy after {timeout or self.timeout_s:.0f} s ({last})")
+            time.sleep(0.2)
+
+    def stop(self, grace: float = 20) -> None:
+        "Nothing: whoever started the server stops it."
+
 class ProcessReplica:
     "A server started from an argv, in its own process group, logging to a file."
     def __init__(self, cmd: list[str], port: int, log_path: Path, health_path: str = "/health",
@@ -349,18 +401,31 @@ def read_state(state_dir: str | Path, name: str) -> dict:
 
 def request_swap(state_dir: str | Path,   # the manager's state folder
                  model: str,              # the model name clients ask the gateway for
-                 target: str,             # demo@champion, demo/3, or a folder
-                 replicas: int | None = None,  # default: as before, else 1
+                 target: str,             # demo@champion, demo/3, a folder, or a running server's URL
+                 replicas: int | None = None,  # default: as before, else 1 (a URL: 1)
+                 version: str | None = None,         # a URL target: the version its answers carry
+                 upstream_model: str | None = None,  # a URL target: the model name it serves
+                 api_key_env: str | None = None,     # a URL target: env var with its key
                  ) -> None:
     "Ask the manager to serve `target` as `model` (writes desired.json under a file lock)."
     folder = resolve_path(state_dir); folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / DESIRED) + ".lock"):
         desired = read_state(folder, DESIRED)
         models = desired.setdefault("models", {})
-        entry = DesiredModel(target=target, replicas=replicas or models.get(model, {}).get("replicas", 1),
-                             requested_at=time.time())
+        if replicas is None:
+            replicas = 1 if URL_SPEC.fullmatch(target) else models.get(model, {}).get("replicas", 1)
+        entry = DesiredModel(target=target, replicas=replicas, requested_at=time.time(), version=version,
+                             upstream_model=upstream_model, api_key_env=api_key_env)
         models[model] = entry.model_dump()
         write_json(folder / DESIRED, desired)
+
+def withdraw_request(state_dir: str | Path, model: str) -> None:
+    "Take `model` out of desired.json (the manager then unroutes it and stops what it started for it)."
+    folder = resolve_path(state_dir)
+    with FileLock(str(folder / DESIRED) + ".lock"):
+        desired = read_state(folder, DESIRED)
+        if desired.get("models", {}).pop(model, None) is not None:
+            write_json(folder / DESIRED, desired)
 
 def wait_swap(state_dir: str | Path, model: str, target: str,
               timeout_s: float = 900,   # vLLM on CPU: ~40-100 s to start, plus probes and draining
@@ -512,7 +577,10 @@ class ModelManager:
         if same and not due:
             return r.target
         try:
-            target = resolve_target(want.target, self.cfg.tracking_uri, self.cfg.runs_dir)
+            if URL_SPEC.fullmatch(want.target):         # a running server: nothing to look up
+                target = Target(want.target, "", want.version or want.target, None, want.upstream_model, want.api_key_env)
+            else:
+                target = resolve_target(want.target, self.cfg.tracking_uri, self.cfg.runs_dir)
         except Exception as e:
             if same and r.target is not None:   # the watch could not re-resolve: keep serving what we have
                 log.warning("re-resolving %s for %s failed (%s); keeping %s", want.target, model, e, r.target.version)
@@ -545,13 +613,18 @@ class ModelManager:
         new: list[Replica] = []
         try:
             for _ in range(want.replicas):
+                if target.external:
+                    new.append(ExternalReplica(target.spec))
+                    continue
                 port = self._free_port()
                 replica = self.launcher.launch(target.model_dir, port, model, self.state_dir / "logs" / f"{model}-{port}.log")
                 self._running[port] = replica; new.append(replica)
-            key = os.environ.get(self.launcher.api_key_env) if self.launcher.api_key_env else None
+            key_env = target.api_key_env if target.external else self.launcher.api_key_env
+            key = os.environ.get(key_env) if key_env else None
+            served = target.upstream_model or model
             for replica in new:
                 replica.wait_healthy()
-                probe_replica(replica.base_url, model, self.prompts, self.cfg.probe_max_tokens, key)
+                probe_replica(replica.base_url, served, self.prompts, self.cfg.probe_max_tokens, key)
         except Exception as e:
             for replica in new:
                 self._stop_replica(replica)
@@ -563,9 +636,9 @@ class ModelManager:
             return
         old = self.live.get(model)
         self.live[model] = _Live(target, new)
-        spec = {"version": target.version, "upstream_model": model}
-        if self.launcher.api_key_env:
-            spec["api_key_env"] = self.launcher.api_key_env
+        spec = {"version": target.version, "upstream_model": served}
+        if key_env:
+            spec["api_key_env"] = key_env
         self.routes[model] = {"target": target.spec, "version": target.version,
                               "replicas": [{"url": r.base_url, **spec} for r in new]}
         self._write_routes()
@@ -586,6 +659,9 @@ class ModelManager:
 
     def _drain_and_stop(self, replicas: list[Replica]) -> None:
         "Give workers time to switch, wait for in-flight requests (up to drain_timeout_s), then stop."
+        replicas = [r for r in replicas if not isinstance(r, ExternalReplica)]   # not ours to stop
+        if not replicas:
+            return
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         self._stopping.wait(2 * self.cfg.poll_s)
         for replica in replicas:
