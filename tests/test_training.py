@@ -68,7 +68,7 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
 
 
 def test_resume_after_sigkill_reaches_the_same_result(tiny_data, tmp_path):
-    steps, ck = 30, {"every_steps": 5, "keep": 3}
+    steps, ck = 20, {"every_steps": 5, "keep": 3}
     ref = launch_training(_job(tiny_data, tmp_path / "ref", max_steps=steps, checkpoint=ck))    # uninterrupted, in-process
 
     out = tmp_path / "killed"
