@@ -23,8 +23,9 @@ from ..config import Strict, load_config
 from ..core import get_logger, read_json, resolve_path, write_json
 from ..monitor.probe import ProbeSpec
 from ..security.audit import AuditLog
-from ..serve.manager import (ROUTES, ProbeError, load_probe_prompts, probe_replica, read_state, request_swap,
-                                        wait_swap, withdraw_request)
+from llm_platform.serve.manager import (
+    ROUTES, ProbeError, load_probe_prompts, probe_replica, read_state, request_swap, server_root, wait_http_ok, wait_swap,
+    withdraw_request)
 
 log = get_logger("deploy.bluegreen")
 TRACKS = ("blue", "green")
@@ -92,24 +93,13 @@ def _audit(cfg: BlueGreenConfig, event: str, actor: str | None, **data) -> None:
         event, actor or os.environ.get("USER") or "unknown", model=cfg.model, backend=cfg.backend, **data)
 
 # %% ../../nbs/94_deploy_bluegreen.ipynb #00a5fba4
-def _root(url: str) -> str:
-    return url[:-3] if url.rstrip("/").endswith("/v1") else url.rstrip("/")
-
 def check_ready(url: str, health_path: str, timeout_s: float) -> str:
     "Wait until GET <root><health_path> answers 200."
-    t0, last = time.monotonic(), "no answer"
-    target = _root(url.rstrip("/")) + health_path
-    while True:
-        try:
-            r = httpx.get(target, timeout=2)
-            if r.status_code == 200:
-                return f"ready: GET {target} -> 200 after {time.monotonic() - t0:.1f} s"
-            last = f"HTTP {r.status_code}: {r.text[:200]}"
-        except httpx.HTTPError as e:
-            last = f"{type(e).__name__}: {e}"
-        if time.monotonic() - t0 > timeout_s:
-            raise DeployRefused(f"not ready: GET {target} did not answer 200 within {timeout_s:g} s ({last})")
-        time.sleep(0.2)
+    target = server_root(url) + health_path
+    try:
+        return f"ready: GET {target} -> 200 after {wait_http_ok(target, timeout_s):.1f} s"
+    except TimeoutError as e:
+        raise DeployRefused(f"not ready: {e}") from None
 
 def check_serving(cfg: BlueGreenConfig, url: str, upstream_model: str) -> str:
     "The model manager's serving probe: every prompt gets 200 and a generated answer."
@@ -277,19 +267,13 @@ def switch(cfg: BlueGreenConfig,
         t0 = time.monotonic()
         try:
             checks = check_track(cfg, to_track, say)
+            route = route_local(cfg, to_track, previous=st["active"]) if cfg.backend == "local" else None
         except DeployRefused as e:
             _audit(cfg, f"deploy.{action}.refused", actor, from_track=st["active"], to_track=to_track,
                    version=cfg.tracks[to_track].version, reason=str(e)[:2000])
             say(f"REFUSED: {e}\n{cfg.model}: traffic stays on {st['active'] or '(none)'}")
             raise
         if cfg.backend == "local":
-            try:
-                route = route_local(cfg, to_track, previous=st["active"])
-            except DeployRefused as e:
-                _audit(cfg, f"deploy.{action}.refused", actor, from_track=st["active"], to_track=to_track,
-                       version=cfg.tracks[to_track].version, reason=str(e)[:2000])
-                say(f"REFUSED: {e}\n{cfg.model}: traffic stays on {st['active'] or '(none)'}")
-                raise
             say(f"  routed by the gateway's manager: {cfg.model} -> {route['replicas'][0]['url']} ({route['version']})")
         else:
             plan = kubernetes_plan(cfg, to_track, st["active"])

@@ -35,9 +35,9 @@ BLUEGREEN = "bluegreen"   # a gateway model's target: the track `llm-platform de
 # %% auto #0
 __all__ = ['log', 'ROUTES', 'DESIRED', 'STATUS', 'BLUEGREEN', 'ALIAS_SPEC', 'VERSION_SPEC', 'URL_SPEC', 'WEIGHT_SUFFIXES',
            'VLLM_QUEUE', 'ManagerConfig', 'DesiredModel', 'Target', 'TargetError', 'folder_version', 'registry_client',
-           'resolve_target', 'Replica', 'Launcher', 'parse_vllm_queue', 'VLLMLauncher', 'ExternalReplica',
-           'ProcessReplica', 'CommandLauncher', 'ProbeError', 'load_probe_prompts', 'probe_replica', 'read_state',
-           'request_swap', 'withdraw_request', 'wait_swap', 'ModelManager']
+           'resolve_target', 'Replica', 'Launcher', 'parse_vllm_queue', 'VLLMLauncher', 'server_root', 'wait_http_ok',
+           'ExternalReplica', 'ProcessReplica', 'CommandLauncher', 'ProbeError', 'load_probe_prompts', 'probe_replica',
+           'read_state', 'request_swap', 'withdraw_request', 'wait_swap', 'ModelManager']
 
 # %% ../../nbs/66_serve_manager.ipynb #45ed2302
 class ManagerConfig(Strict):
@@ -252,6 +252,26 @@ class VLLMLauncher:
         return parse_vllm_queue(r.text) if r.status_code == 200 else None
 
 # %% ../../nbs/66_serve_manager.ipynb #34b72331
+def server_root(base_url: str) -> str:
+    "http://host:port of an OpenAI API base (http://host:port/v1)."
+    url = base_url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+def wait_http_ok(url: str, timeout_s: float) -> float:
+    "Poll GET `url` until it answers 200; returns the seconds it took, TimeoutError with the last answer otherwise."
+    t0, last = time.monotonic(), "no answer"
+    while True:
+        try:
+            r = httpx.get(url, timeout=2)
+            if r.status_code == 200:
+                return time.monotonic() - t0
+            last = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as e:
+            last = f"{type(e).__name__}: {e}"
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"GET {url} did not answer 200 within {timeout_s:g} s ({last})")
+        time.sleep(0.2)
+
 class ExternalReplica:
     """A server the manager routes to but does not run (a blue-green track, started by its own scripts):
     health-checked and probed like a replica it starts, never started or stopped."""
@@ -262,19 +282,8 @@ class ExternalReplica:
 
     def wait_healthy(self, timeout: float | None = None) -> ExternalReplica:
         "Block until `<server root><health_path>` answers 200; TimeoutError with the last answer otherwise."
-        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        deadline, last = time.monotonic() + (timeout or self.timeout_s), None
-        while True:
-            try:
-                r = httpx.get(root + self.health_path, timeout=2)
-                if r.status_code == 200:
-                    return self
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{root}{self.health_path} not healthy after {timeout or self.timeout_s:.0f} s ({last})")
-            time.sleep(0.2)
+        wait_http_ok(server_root(self.base_url) + self.health_path, timeout or self.timeout_s)
+        return self
 
     def stop(self, grace: float = 20) -> None:
         "Nothing: whoever started the server stops it."
