@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     from llm_platform.evaluation.quality import read_golden
-    from llm_platform.optimize.gguf import export_gguf, gguf_perplexity, heldout_text
+    from llm_platform.optimize.gguf import export_gguf, gguf_engine_speed, gguf_perplexity, heldout_text
     from llm_platform.serve.app import GatewayProcess
     from llm_platform.serve.check import gateway_for
     from llm_platform.serve.config import GatewayConfig
@@ -155,6 +155,12 @@ def main():
                         bench_vllm(server, n1, args.max_tokens, 1, api, key, "m"), q)
                     row(f"llama.cpp F16 through the gateway (default CPU path), {args.clients} clients",
                         bench_vllm(server, chats, args.max_tokens, args.clients, api, key, "m"), q)
+    # llama.cpp alone on the same files: the ceiling the served rows are read against
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    prompt_tokens = round(statistics.mean(
+        len(tok(render_chat(tok, c, add_generation_prompt=True), add_special_tokens=False)["input_ids"]) for c in chats))
+    engine = {q: gguf_engine_speed(files[q]["path"], prompt_tokens, args.max_tokens, (1, args.clients),
+                                   threads=base_cfg.llamacpp.threads or None) for q in QUANTS}
     base = rows["transformers fp32, 1 request at a time"]["tok_per_s"]
     print(f"\nheld-out perplexity F32 {ppl['f32']:.3f}; golden prompts: {len(golden)}, greedy answers compared with "
           "the fp32 transformers model's")
@@ -164,8 +170,34 @@ def main():
     for name, r in rows.items():
         print(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tok_per_s']:.1f} | {r['p50_s']:.2f} | "
               f"{r['tok_per_s'] / base:.2f}x | {r['ppl']:.3f} ({r['ppl'] / ppl['f32'] - 1:+.2%}) | {r['golden_agree']} |")
+    print(f"\nllama.cpp alone (llama-batched-bench on the same files, no server: {prompt_tokens} prompt tokens, the prompts' "
+          f"mean, and {args.max_tokens} output tokens a sequence; same threads and unified KV as the server)")
+    print("\n| file | sequences | engine output tok/s (prompts included) | engine decode-only tok/s | served tok/s "
+          "(llama-server, clients = sequences) | served / engine | engine vs naive |")
+    print("|---|---|---|---|---|---|---|")
+    for q in QUANTS:
+        for e in engine[q]:
+            n = e["parallel"]
+            served = next(r for k, r in rows.items() if k.startswith(f"llama.cpp {q.upper()}")
+                          and "gateway" not in k and k.endswith(f", {n} client" + ("s" if n > 1 else "")))
+            print(f"| {q.upper()} | {n} | {e['output_tok_per_s']:.1f} | {e['decode_tok_per_s']:.1f} | "
+                  f"{served['tok_per_s']:.1f} | {served['tok_per_s'] / e['output_tok_per_s']:.0%} | "
+                  f"{e['output_tok_per_s'] / base:.2f}x |")
+    gw1 = rows["llama.cpp F16 through the gateway (default CPU path), 1 client"]
+    gw8 = rows[f"llama.cpp F16 through the gateway (default CPU path), {args.clients} clients"]
+    e1, e8 = (engine["f16"][0]["output_tok_per_s"] / base, engine["f16"][1]["output_tok_per_s"] / base)
+    print("\ntargets (issue 12), the default CPU path (llama.cpp F16 through the gateway):")
+    for text, value, goal, ceiling in ((">= 5x naive at 1 client", gw1["tok_per_s"] / base, 5, e1),
+                                       (f">= 12x naive at {args.clients} clients", gw8["tok_per_s"] / base, 12, e8)):
+        print(f"  {text}: {value:.2f}x -> {'PASS' if value >= goal else 'MISS'} "
+              f"(llama.cpp F16 alone on this host: {ceiling:.2f}x)")
+    drift = gw1["ppl"] / ppl["f32"] - 1
+    print(f"  held-out perplexity within 1% of F32: {drift:+.2%} -> {'PASS' if abs(drift) <= 0.01 else 'MISS'}")
+    print(f"  golden answers equal to the fp32 model's: {agree['f16']}/{len(golden)} -> "
+          f"{'PASS' if agree['f16'] == len(golden) else 'MISS'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "engine": engine, "prompt_tokens": prompt_tokens,
+                                               "cpu": cpu}, indent=1))
 
 
 if __name__ == "__main__":

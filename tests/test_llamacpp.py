@@ -19,7 +19,7 @@ from llm_platform.config import ServingConfig
 from llm_platform.core import read_json
 from llm_platform.data.chat import render_chat
 from llm_platform.llamacpp import llamacpp_available
-from llm_platform.optimize.gguf import export_gguf, sha256_file
+from llm_platform.optimize.gguf import export_gguf, gguf_engine_speed, sha256_file
 from llm_platform.serve.llamacpp import LlamaCppServer, resolve_backend
 
 MESSAGES = [{"role": "user", "content": "Does Nimbus Notes work offline?"}]
@@ -67,6 +67,17 @@ def test_export_step_writes_files_hashes_and_quality(tiny_run, export):
     assert q["f16"]["ppl_vs_f32"] == pytest.approx(q["f16"]["ppl_ppl"] / export["f32_ppl"] - 1)
     golden = export["golden_answers"]["f16"]
     assert len(golden) == 12 and all(0 <= q[k]["golden_agree"] <= 1 for k in files)
+
+
+def test_engine_speed_of_an_exported_file(export):
+    "llama-batched-bench on the run's F16 file: one row per parallel count, more sequences decode more tokens/s."
+    rows = gguf_engine_speed(export["files"]["f16"]["path"], 24, 16, parallel=(1, 4), ctx=512)
+    assert [r["parallel"] for r in rows] == [1, 4] and {r["prompt_tokens"] for r in rows} == {24}, rows
+    assert all(r["gen_tokens"] == 16 and r["seconds"] > 0 and 0 < r["output_tok_per_s"] < r["decode_tok_per_s"]
+               for r in rows), rows
+    assert rows[1]["decode_tok_per_s"] > rows[0]["decode_tok_per_s"], rows   # batching pays even on 2 cores
+    with pytest.raises(RuntimeError, match="must hold 8 x 128"):
+        gguf_engine_speed(export["files"]["f16"]["path"], 64, 64, parallel=(8,), ctx=128)
 
 
 def test_export_is_registered_beside_the_version(tiny_run, export):

@@ -49,7 +49,7 @@ def models_prepare(config: Path = typer.Argument(..., help="configs/models/<name
 @cli_errors
 def llamacpp_build(force: bool = typer.Option(False, help="rebuild even if the tools are there"),
                    jobs: Optional[int] = typer.Option(None, help="parallel compile jobs (default: the cores)")):
-    "Build llama-server, llama-quantize and llama-perplexity from the pinned sources (once; 9-15 min on 2 cores)."
+    "Build llama-server, llama-quantize, llama-perplexity and llama-batched-bench from the pinned sources (once; 9-15 min on 2 cores)."
     from llm_platform.llamacpp import build_llamacpp
     console.print(f"llama.cpp tools: {build_llamacpp(force=force, jobs=jobs)}")
 

@@ -5,6 +5,7 @@
 # %% ../../nbs/40_optimize_gguf.ipynb #a0898d28
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,7 +20,8 @@ from ..llamacpp import find_tool, llamacpp_home, run_logged
 log = get_logger("optimize")
 
 # %% auto #0
-__all__ = ['log', 'QUANTS', 'PPL_LINE', 'export_gguf', 'export_lora_gguf', 'gguf_metadata', 'gguf_perplexity', 'heldout_text']
+__all__ = ['log', 'QUANTS', 'PPL_LINE', 'export_gguf', 'export_lora_gguf', 'gguf_metadata', 'gguf_perplexity', 'heldout_text',
+           'gguf_engine_speed']
 
 # %% ../../nbs/40_optimize_gguf.ipynb #fcc227c0
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m")
@@ -116,3 +118,28 @@ def heldout_text(path: str | Path, out: str | Path) -> Path:
         texts.append(obj["text"])
     Path(out).write_text("\n\n".join(texts) + "\n")
     return Path(out)
+
+def gguf_engine_speed(gguf: str | Path, prompt_tokens: int, gen_tokens: int, parallel: Iterable[int] = (1, 8),
+                      threads: int | None = None, ctx: int = 4096) -> list[dict]:
+    """What llama.cpp itself does with a GGUF file on this host, no server and no HTTP: `llama-batched-bench`
+    with `parallel` sequences of `prompt_tokens` prompt tokens each (not shared), each generating `gen_tokens`.
+    One row per count: output tokens/s over the whole time (prompts included, as a served request has them)
+    and decode-only tokens/s. A served figure read against it shows what the server and the client cost."""
+    parallel = [int(p) for p in parallel]
+    if prompt_tokens < 1 or gen_tokens < 1 or not parallel or min(parallel) < 1:
+        raise ValueError(f"prompt_tokens, gen_tokens and each of parallel must be >= 1, got {prompt_tokens}, "
+                         f"{gen_tokens}, {parallel}")
+    threads = threads or len(os.sched_getaffinity(0))
+    r = subprocess.run([str(find_tool("llama-batched-bench")), "-m", str(gguf), "-c", str(ctx), "-b", "2048",
+                        "-ub", "512", "-npp", str(prompt_tokens), "-ntg", str(gen_tokens),
+                        "-npl", ",".join(map(str, parallel)), "-t", str(threads), "-tb", str(threads), "-kvu",
+                        "--output-format", "jsonl"], capture_output=True, text=True)
+    rows = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode or len(rows) != len(parallel):
+        tail = "\n".join((r.stdout + r.stderr).splitlines()[-8:])
+        raise RuntimeError(f"llama-batched-bench failed on {gguf} (exit {r.returncode}; {len(rows)} of "
+                           f"{len(parallel)} rows; ctx {ctx} must hold {max(parallel)} x {prompt_tokens + gen_tokens} "
+                           f"tokens):\n{tail}")
+    return [{"parallel": x["pl"], "prompt_tokens": x["pp"], "gen_tokens": x["tg"], "seconds": round(x["t"], 3),
+             "output_tok_per_s": x["pl"] * x["tg"] / x["t"], "decode_tok_per_s": x["speed_tg"],
+             "threads": x["n_threads"]} for x in rows]
