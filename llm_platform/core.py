@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 # %% auto #0
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
            'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'stop_process', 'ChildServer',
-           'resolve_model_name', 'iter_jsonl', 'import_object']
+           'resolve_model_name', 'iter_jsonl', 'scan_jsonl', 'import_object']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -345,6 +347,30 @@ def iter_jsonl(path: str | Path,                # a JSONL file
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}:{n}: expected {expected}, got a JSON {type(obj).__name__}")
             yield n, obj
+
+def scan_jsonl(path: str | Path,    # a JSONL file
+               blank: bool = False,  # report blank lines ("empty line") instead of skipping them
+               ) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, object, None) for each line that is a JSON object, (line number, None, why) for each that is
+    not: for readers that keep going past bad lines and report them (logs, traffic samples), where `iter_jsonl`
+    stops at the first. Bytes through orjson (~3x json's speed; a day of traffic is 10^5-10^6 lines)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                if blank:
+                    yield n, None, "empty line"
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                yield n, None, f"not JSON ({e})"
+                continue
+            if isinstance(obj, dict):
+                yield n, obj, None
+            else:
+                yield n, None, f"expected a JSON object, got a JSON {type(obj).__name__}"
 
 def import_object(spec: str,            # "package.module:name"
                   what: str = "object",  # said in errors: "hook", "classifier", ...

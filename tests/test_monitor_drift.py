@@ -95,10 +95,10 @@ def test_load_samples_rejects_malformed_lines(tmp_path):
     assert s.prompts == ["How do I export my notes?"] * 3
     assert s.responses == ["Open Settings, choose Export.", "Open Settings, choose Export.", None]
     assert s.guardrail_hits == [False, True, False]
-    got = [(r["where"], r["reason"].split(":")[0]) for r in s.rejects]
-    assert got == [(f"{f}:2", "invalid JSON"), (f"{f}:3", "expected a JSON object"), (f"{f}:4", "ts"),
+    got = [(r["where"], r["reason"].split(" (")[0].split(":")[0]) for r in s.rejects]
+    assert got == [(f"{f}:2", "not JSON"), (f"{f}:3", "expected a JSON object, got a JSON list"), (f"{f}:4", "ts"),
                    (f"{f}:5", "prompt"), (f"{f}:6", "response"), (f"{f}:7", "status"), (f"{f}:8", "guardrail"),
-                   (f"{f}:15", "invalid JSON")]
+                   (f"{f}:15", "not JSON")]
     assert load_samples(f, since=1000, until=2000, version="3").prompts == ["How do I export my notes?"]
     assert len(load_samples(tmp_path).prompts) == 6     # a folder: every *.jsonl in it, no window
     with pytest.raises(DriftError, match="no such traffic-sample file"):

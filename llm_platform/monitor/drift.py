@@ -13,7 +13,7 @@ import time
 import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +23,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..config import Strict
-from ..core import import_object, resolve_path
+from ..core import import_object, resolve_path, scan_jsonl
 
 # %% auto #0
 __all__ = ['FEATURES', 'FeatureName', 'REFUSAL_REPLY', 'SCENARIOS', 'DriftError', 'DriftSpec', 'DriftSample',
-           'reference_from_training', 'guardrail_hits', 'load_samples', 'live_window', 'text_length', 'detect_language',
-           'hashed_tf', 'smollm2_embeddings', 'ks_permutation', 'chi2_permutation', 'mmd_permutation', 'psi',
-           'adjust_p', 'FeatureResult', 'DriftReport', 'detect_drift', 'load_reference', 'reference_for_version',
-           'drift_check', 'BuiltinPool', 'builtin_pool', 'draw_windows', 'measure_rates']
+           'reference_from_training', 'guardrail_hits', 'check_sample', 'scan_samples', 'load_samples', 'live_window',
+           'text_length', 'detect_language', 'hashed_tf', 'smollm2_embeddings', 'ks_permutation', 'chi2_permutation',
+           'mmd_permutation', 'psi', 'adjust_p', 'FeatureResult', 'DriftReport', 'detect_drift', 'load_reference',
+           'reference_for_version', 'drift_check', 'BuiltinPool', 'builtin_pool', 'draw_windows', 'measure_rates']
 
 # %% ../../nbs/84_monitor_drift.ipynb #0c70599b
 FEATURES: dict[str, str] = {     # name -> kind; the prefix says input (prompt) or output (response)
@@ -130,22 +130,14 @@ def reference_from_training(data_path: str | Path,           # chat JSONL, a run
     "The reference of a drift check: every user turn of the training data and the assistant reply after it."
     path = _training_file(resolve_path(data_path))
     prompts, responses, rejects = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                rejects.append({"where": f"{path}:{ln}", "reason": f"invalid JSON: {e.msg}"})
-                continue
-            pairs = _pairs(rec) if isinstance(rec, dict) else "expected a JSON object"
-            if isinstance(pairs, str):
-                rejects.append({"where": f"{path}:{ln}", "reason": pairs})
-                continue
-            for p, r in pairs:
-                prompts.append(p)
-                responses.append(r)
+    for ln, rec, why in scan_jsonl(path):
+        pairs = why or _pairs(rec)
+        if isinstance(pairs, str):
+            rejects.append({"where": f"{path}:{ln}", "reason": pairs})
+            continue
+        for p, r in pairs:
+            prompts.append(p)
+            responses.append(r)
     if not prompts:
         raise DriftError(f"{path}: no usable training record ({len(rejects)} rejected)")
     hits: list[bool | None] = [None] * len(prompts)
@@ -172,32 +164,40 @@ def guardrail_hits(prompts: list[str], responses: list[str | None],
 def _ts(x: float | datetime | None) -> float | None:
     return x.timestamp() if isinstance(x, datetime) else (None if x is None else float(x))
 
-def _sample_fields(rec) -> tuple | str:
-    "(ts, model, version, prompt, response, hit) of one sample line, or why it is unusable."
-    if not isinstance(rec, dict):
-        return "expected a JSON object"
+def check_sample(rec: dict) -> str | None:
+    """Why one traffic-sample record (the gateway's `samples` JSONL, `Gateway.sample_record`) is unusable, or None:
+    the one reading of that contract, for drift checks and the monitoring report alike."""
     ts = rec.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         return "ts: expected a number (unix seconds)"
     for k in ("model", "prompt"):
         if not isinstance(rec.get(k), str):
             return f"{k}: expected a string"
-    version = rec.get("version")
-    if version is not None and not isinstance(version, (str, int)):
-        return "version: expected a string"
-    resp = rec.get("response")
-    if resp is not None and not isinstance(resp, str):
+    if isinstance(rec.get("version"), bool) or not isinstance(rec.get("version"), (str, int)):
+        return "version: expected a string (the model version)"
+    if rec.get("response") is not None and not isinstance(rec["response"], str):
         return "response: expected a string or null"
-    status = rec.get("status", 200)
-    if isinstance(status, bool) or not isinstance(status, int):
+    if rec.get("finish_reason") is not None and not isinstance(rec["finish_reason"], str):
+        return "finish_reason: expected a string or null"
+    status = rec.get("status")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         return "status: expected an integer HTTP status"
     g = rec.get("guardrail")
     if g is not None and not (isinstance(g, dict) and all(v is None or isinstance(v, str) for v in g.values())):
         return "guardrail: expected {pre: action|null, post: action|null}"
-    acts = [v for v in (g or {}).values() if v is not None]
+    return None
+
+def scan_samples(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    "(line, sample, None) for each usable line of a traffic-sample file, (line, None, why) for each other."
+    for ln, rec, why in scan_jsonl(path):
+        yield ln, (None if (why := why or check_sample(rec)) else rec), why
+
+def _sample_fields(rec: dict) -> tuple:
+    "(ts, model, version, prompt, response, hit) of a checked sample."
+    acts = [v for v in (rec.get("guardrail") or {}).values() if v is not None]
     hit = any(a != "allow" for a in acts) if acts else None
-    return float(ts), rec["model"], None if version is None else str(version), rec["prompt"], \
-        (resp if status < 400 else None), hit
+    return float(rec["ts"]), rec["model"], str(rec["version"]), rec["prompt"], \
+        (rec.get("response") if rec["status"] < 400 else None), hit
 
 def _sample_files(path: Path) -> list[Path]:
     if path.is_dir():
@@ -217,24 +217,15 @@ def load_samples(path: str | Path,                      # the gateway's samples 
     rows, rejects = [], []
     files = _sample_files(resolve_path(path))
     for fp in files:
-        with open(fp, encoding="utf-8", errors="replace") as f:
-            for ln, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    rejects.append({"where": f"{fp}:{ln}", "reason": f"invalid JSON: {e.msg}"})
-                    continue
-                got = _sample_fields(rec)
-                if isinstance(got, str):
-                    rejects.append({"where": f"{fp}:{ln}", "reason": got})
-                    continue
-                ts, m, v, p, r, hit = got
-                if (lo is not None and ts < lo) or (hi is not None and ts >= hi) \
-                        or (model is not None and m != model) or (version is not None and v != str(version)):
-                    continue
-                rows.append((ts, p, r, hit))
+        for ln, rec, why in scan_samples(fp):
+            if why:
+                rejects.append({"where": f"{fp}:{ln}", "reason": why})
+                continue
+            ts, m, v, p, r, hit = _sample_fields(rec)
+            if (lo is not None and ts < lo) or (hi is not None and ts >= hi) \
+                    or (model is not None and m != model) or (version is not None and v != str(version)):
+                continue
+            rows.append((ts, p, r, hit))
     rows.sort(key=lambda x: x[0])
     what = f"{', '.join(map(str, files))} [{lo}, {hi})" + (f" model={model}" if model else "") + \
         (f" version={version}" if version else "")
