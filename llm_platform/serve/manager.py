@@ -22,7 +22,8 @@ from filelock import FileLock
 from pydantic import Field, model_validator
 
 from ..config import ServingConfig, Strict, load_config
-from ..core import get_logger, parent_death_hook, read_json, resolve_path, write_json
+from ..core import (get_logger, mlflow_client, parent_death_hook, read_json, resolve_path,
+                               resolve_tracking_uri, write_json)
 from ..data.chat import read_jsonl
 from ..pipeline import find_run
 from .vllm_server import VLLMServer, port_is_free
@@ -137,14 +138,11 @@ def _folder_target(spec: str) -> Target:
     raise TargetError(f"{spec}: {path} is neither a model folder (config.json) nor a run folder (run.json)")
 
 def registry_client(tracking_uri: str):
-    "An MlflowClient on the registry (a relative sqlite path is resolved against the project root, as `open_mlflow` does)."
-    from mlflow import MlflowClient
-    uri = tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{resolve_path(uri.removeprefix('sqlite:///'))}"
+    "`core.mlflow_client` on the registry; a sqlite registry that does not exist is a `TargetError`, not a new empty one."
+    uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise TargetError(f"no MLflow registry at {uri} (tracking_uri={tracking_uri})")
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return mlflow_client(uri)
 
 def _optimized_path(spec: str, version: str, mv) -> Path:
     "The file or folder of a registered optimized variant, if the model servers can run it."
