@@ -25,7 +25,7 @@ import orjson
 __all__ = ['find_project_root', 'resolve_path', 'cache_dir', 'get_logger', 'seed_everything', 'set_torch_threads', 'git_commit',
            'sha256_file', 'new_run_id', 'write_json', 'read_json', 'resolve_tracking_uri', 'open_mlflow',
            'mlflow_client', 'mlflow_experiment', 'parent_death_hook', 'ChildProcesses', 'stop_process', 'ChildServer',
-           'resolve_model_name', 'iter_jsonl', 'scan_jsonl', 'import_object']
+           'resolve_model_name', 'iter_jsonl', 'iter_jsonl_lenient', 'import_object']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def find_project_root(start: str | Path | None = None, # where to start looking; default: the working directory
@@ -348,7 +348,7 @@ def iter_jsonl(path: str | Path,                # a JSONL file
                 raise ValueError(f"{path}:{n}: expected {expected}, got a JSON {type(obj).__name__}")
             yield n, obj
 
-def scan_jsonl(path: str | Path,    # a JSONL file
+def iter_jsonl_lenient(path: str | Path,    # a JSONL file
                blank: bool = False,  # report blank lines ("empty line") instead of skipping them
                ) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, object, None) for each line that is a JSON object, (line number, None, why) for each that is

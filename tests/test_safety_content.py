@@ -211,5 +211,5 @@ def test_scan_names_the_bad_line(tmp_path, guard):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a JSON object"):
         scan_jsonl(p, guard)
     p.write_text('{"text": "fine"}\n\n{oops\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:3: not JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:3: invalid JSON"):
         scan_jsonl(p, guard)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from scipy import stats
 
 from ..config import Strict
-from ..core import sha256_file
+from ..core import iter_jsonl_lenient, sha256_file
 from .contract import ContractError, EvaluationRun, ItemScore, TargetInfo, load_evaluation
 
 # %% auto #0
@@ -163,19 +162,12 @@ VOTE_CHOICES = ("champion", "challenger", "tie", "both_bad")   # an arena vote's
 def read_vote_rows(path: str | Path) -> tuple[list[dict], list[str]]:
     "Arena vote rows (JSONL, `choice` one of `VOTE_CHOICES`) and a `file:line: why` for each line that is not one."
     rows, problems = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{i}: not a JSON object ({e.msg})")
-                continue
-            choice = row.get("choice") if isinstance(row, dict) else None
-            if choice not in VOTE_CHOICES:
-                problems.append(f"{path}:{i}: choice must be one of {', '.join(VOTE_CHOICES)}, got {choice!r}")
-                continue
+    for i, row, why in iter_jsonl_lenient(path):
+        if why is None and row.get("choice") not in VOTE_CHOICES:
+            why = f"choice must be one of {', '.join(VOTE_CHOICES)}, got {row.get('choice')!r}"
+        if why:
+            problems.append(f"{path}:{i}: {why}")
+        else:
             rows.append(row)
     return rows, problems
 

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..config import Strict
-from ..core import import_object, resolve_path, scan_jsonl
+from ..core import import_object, resolve_path, iter_jsonl_lenient
 
 # %% auto #0
 __all__ = ['FEATURES', 'FeatureName', 'REFUSAL_REPLY', 'SCENARIOS', 'DriftError', 'DriftSpec', 'DriftSample',
@@ -130,7 +130,7 @@ def reference_from_training(data_path: str | Path,           # chat JSONL, a run
     "The reference of a drift check: every user turn of the training data and the assistant reply after it."
     path = _training_file(resolve_path(data_path))
     prompts, responses, rejects = [], [], []
-    for ln, rec, why in scan_jsonl(path):
+    for ln, rec, why in iter_jsonl_lenient(path):
         pairs = why or _pairs(rec)
         if isinstance(pairs, str):
             rejects.append({"where": f"{path}:{ln}", "reason": pairs})
@@ -189,7 +189,7 @@ def check_sample(rec: dict) -> str | None:
 
 def scan_samples(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     "(line, sample, None) for each usable line of a traffic-sample file, (line, None, why) for each other."
-    for ln, rec, why in scan_jsonl(path):
+    for ln, rec, why in iter_jsonl_lenient(path):
         yield ln, (None if (why := why or check_sample(rec)) else rec), why
 
 def _sample_fields(rec: dict) -> tuple:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import MonitorStepConfig
-from ..core import resolve_path, scan_jsonl, write_json
+from ..core import resolve_path, iter_jsonl_lenient, write_json
 from .drift import scan_samples
 from .stack import PrometheusQueryError
 from .stack import query as prometheus_query
@@ -104,7 +104,7 @@ def read_audit(path: str | Path, start: float, end: float) -> tuple[list[dict], 
     if not path.exists():
         raise FileNotFoundError(f"audit log {path} does not exist (GatewayConfig.audit.path; is the gateway writing one?)")
     records, problems, counts = [], [], Counter(lines=0, other_events=0, outside=0)
-    for n, rec, why in scan_jsonl(path, blank=True):
+    for n, rec, why in iter_jsonl_lenient(path, blank=True):
         counts["lines"] += 1
         if why:
             problems.append(LineProblem(str(path), n, why))

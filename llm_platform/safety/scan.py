@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..config import load_config
+from ..core import iter_jsonl
 from .guardrails import Guardrails, SafetyConfig
 
 # %% auto #0
@@ -47,28 +48,20 @@ def scan_record(rec: dict, guard: Guardrails) -> tuple[dict, dict]:
 def scan_jsonl(path: str | Path, guard: Guardrails, masked_path: str | Path | None = None) -> dict:
     "Scan every line of a JSONL file; write the masked copy when `masked_path` is given; return the report."
     path = Path(path)
-    totals, cats, actions, flagged, n = Counter(), Counter(), Counter(), [], 0
+    totals, cats, actions, flagged, records = Counter(), Counter(), Counter(), [], 0
     out = open(masked_path, "w") if masked_path else None
     try:
-        with path.open() as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-                if not isinstance(rec, dict):
-                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
-                summary, masked = scan_record(rec, guard)
-                totals.update(summary["pii"]); cats.update(summary["content"]); actions[summary["action"]] += 1
-                if summary["pii"] or summary["content"]:
-                    flagged.append({"line": n, **summary})
-                if out:
-                    out.write(json.dumps(masked, ensure_ascii=False) + "\n")
+        for n, rec in iter_jsonl(path):        # a bad line stops the scan, naming file:line
+            records += 1
+            summary, masked = scan_record(rec, guard)
+            totals.update(summary["pii"]); cats.update(summary["content"]); actions[summary["action"]] += 1
+            if summary["pii"] or summary["content"]:
+                flagged.append({"line": n, **summary})
+            if out:
+                out.write(json.dumps(masked, ensure_ascii=False) + "\n")
     finally:
         if out:
             out.close()
-    return {"records": n, "records_with_pii": sum(1 for x in flagged if x["pii"]),
+    return {"records": records, "records_with_pii": sum(1 for x in flagged if x["pii"]),
             "records_with_content_flags": sum(1 for x in flagged if x["content"]), "pii_by_entity": dict(totals),
             "content_by_category": dict(cats), "actions": dict(actions), "flagged": flagged}
