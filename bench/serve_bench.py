@@ -14,7 +14,6 @@ Prints output tokens/s per row and its ratio against transformers one request at
 """
 import argparse
 import json
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +101,7 @@ def main():
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     from llm_platform.evaluation.quality import read_golden
+    from llm_platform.llamacpp import cpu_model
     from llm_platform.optimize.gguf import export_gguf, gguf_engine_speed, gguf_perplexity, heldout_text
     from llm_platform.serve.app import GatewayProcess
     from llm_platform.serve.check import gateway_for
@@ -111,8 +111,7 @@ def main():
     out = resolve_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chats = prompts_from_sample(args.prompts)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor() or platform.machine())
+    cpu = cpu_model()
     print(f"model {model_dir} | {len(chats)} prompts x {args.max_tokens} tokens | {cpu} | "
           f"{len(__import__('os').sched_getaffinity(0))} cores | torch {torch.__version__}", flush=True)
     files = {r["quant"]: r for r in export_gguf(model_dir, out, ("f32", *QUANTS))}

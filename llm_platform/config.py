@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -286,6 +286,8 @@ class ExportStepConfig(Strict):
     heldout_path: str | None = "data/eval/heldout.jsonl"   # held-out perplexity of each file, F32 the reference
     ppl_ctx: int = Field(128, gt=8)                  # llama-perplexity window (the text needs 2x this in tokens)
     golden: bool = True                              # serve each file; its greedy golden answers vs the fp32 model's
+    speed: list[Annotated[int, Field(gt=0)]] = [1, 8]   # llama.cpp alone on each file: tok/s at these parallel sequences ([]: skip)
+    speed_tokens: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (48, 64)   # prompt, output tokens a sequence
     log_files: bool = True                           # the GGUF files as MLflow artifacts beside the registered version
 
 class OptimizeStepConfig(Strict):

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LLAMACPP_SDIST', 'LLAMACPP_TOOLS', 'CMAKE_FLAGS', 'cpu_tag', 'llamacpp_home', 'find_tool', 'llamacpp_available',
-           'run_logged', 'build_llamacpp']
+__all__ = ['LLAMACPP_SDIST', 'LLAMACPP_TOOLS', 'CMAKE_FLAGS', 'cpu_model', 'cpu_tag', 'llamacpp_home', 'find_tool',
+           'llamacpp_available', 'run_logged', 'build_llamacpp']
 
 # %% ../nbs/03_llamacpp.ipynb #2fefcd92
 LLAMACPP_SDIST = "llama-cpp-python==0.3.36"   # whose vendor/llama.cpp we build (llama.cpp is MIT)
@@ -34,6 +34,14 @@ CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=
                *(("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
                   "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
                  if platform.machine() in ("x86_64", "AMD64") else ()))
+
+def cpu_model() -> str:
+    "This CPU's model name (`/proc/cpuinfo`), as benchmarks and the export step record the host."
+    try:
+        m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        m = None
+    return m.group(1).strip() if m else (platform.processor() or platform.machine())
 
 def cpu_tag() -> str:
     "A short hash of this CPU's model and flags: a native build runs only where its instructions exist."

@@ -67,6 +67,10 @@ def test_export_step_writes_files_hashes_and_quality(tiny_run, export):
     assert q["f16"]["ppl_vs_f32"] == pytest.approx(q["f16"]["ppl_ppl"] / export["f32_ppl"] - 1)
     golden = export["golden_answers"]["f16"]
     assert len(golden) == 12 and all(0 <= q[k]["golden_agree"] <= 1 for k in files)
+    speed = export["speed"]                       # llama.cpp alone on each file, at 1 and 8 sequences
+    assert set(speed) == set(files) and all(set(s) == {"p1", "p8"} for s in speed.values()), speed
+    assert all(s["p8"]["decode_tok_per_s"] > s["p1"]["decode_tok_per_s"] > 0 for s in speed.values()), speed
+    assert export["speed_host"]["tokens"] == [48, 64] and export["speed_host"]["cpu"]
 
 
 def test_engine_speed_of_an_exported_file(export):

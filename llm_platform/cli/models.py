@@ -20,7 +20,7 @@ models_app = typer.Typer(help="Base models: list presets, convert or build them.
 llamacpp_app = typer.Typer(help="llama.cpp, the fast CPU backend: build it from source, export GGUF files.", no_args_is_help=True)
 
 # %% auto #0
-__all__ = ['models_app', 'llamacpp_app', 'models_list', 'models_prepare', 'llamacpp_build', 'llamacpp_export']
+__all__ = ['models_app', 'llamacpp_app', 'models_list', 'models_prepare', 'llamacpp_build', 'llamacpp_export', 'llamacpp_speed']
 
 # %% ../../nbs/91b_cli_models.ipynb #9123fbf2
 @models_app.command("list")
@@ -73,3 +73,24 @@ def llamacpp_export(model: Optional[str] = typer.Option(None, help="a merged mod
     for r in recs:
         table.add_row(r["quant"], r["path"], f"{r['bytes'] / 1e6:.1f}", r["sha256"][:16])
     Console().print(table)
+
+@llamacpp_app.command("speed")
+@cli_errors
+def llamacpp_speed(gguf: list[Path] = typer.Argument(..., help="GGUF files"),
+                   parallel: list[int] = typer.Option([1, 8], help="parallel sequences (repeat)"),
+                   prompt_tokens: int = typer.Option(48, help="prompt tokens a sequence"),
+                   gen_tokens: int = typer.Option(64, help="output tokens a sequence"),
+                   threads: Optional[int] = typer.Option(None, help="default: the cores this process may use")):
+    "What llama.cpp itself does with each file on this host (llama-batched-bench, no server): the ceiling of a server of it."
+    from llm_platform.llamacpp import cpu_model
+    from llm_platform.optimize.gguf import gguf_engine_speed
+    table = Table("file", "sequences", "output tok/s (prompts included)", "decode tok/s", "seconds")
+    for g in gguf:
+        if not g.is_file():
+            raise FileNotFoundError(f"{g}: no such GGUF file")
+        for r in gguf_engine_speed(g, prompt_tokens, gen_tokens, parallel, threads,
+                                   ctx=max(parallel) * (prompt_tokens + gen_tokens)):
+            table.add_row(g.name, str(r["parallel"]), f"{r['output_tok_per_s']:.1f}", f"{r['decode_tok_per_s']:.1f}",
+                          f"{r['seconds']:.2f}")
+    Console().print(table)
+    console.print(f"{cpu_model()}, {prompt_tokens} prompt + {gen_tokens} output tokens a sequence")
