@@ -349,8 +349,8 @@ def iter_jsonl(path: str | Path,                # a JSONL file
             yield n, obj
 
 def iter_jsonl_lenient(path: str | Path,    # a JSONL file
-               blank: bool = False,  # report blank lines ("empty line") instead of skipping them
-               ) -> Iterator[tuple[int, dict | None, str | None]]:
+                       blank: bool = False,  # report blank lines ("empty line") instead of skipping them
+                       ) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, object, None) for each line that is a JSON object, (line number, None, why) for each that is
     not: for readers that keep going past bad lines and report them (logs, traffic samples), where `iter_jsonl`
     stops at the first. Bytes through orjson (~3x json's speed; a day of traffic is 10^5-10^6 lines)."""

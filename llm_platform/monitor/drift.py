@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..config import Strict
-from ..core import import_object, resolve_path, iter_jsonl_lenient
+from ..core import import_object, iter_jsonl_lenient, resolve_path
 
 # %% auto #0
 __all__ = ['FEATURES', 'FeatureName', 'REFUSAL_REPLY', 'SCENARIOS', 'DriftError', 'DriftSpec', 'DriftSample',

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import MonitorStepConfig
-from ..core import resolve_path, iter_jsonl_lenient, write_json
+from ..core import iter_jsonl_lenient, resolve_path, write_json
 from .drift import scan_samples
 from .stack import PrometheusQueryError
 from .stack import query as prometheus_query
