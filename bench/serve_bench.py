@@ -123,10 +123,12 @@ def main():
                                            reference)) for q in ("f32", *QUANTS)}
     print(f"quality done: ppl {ppl}, golden agree {agree}", flush=True)
     rows, n1 = {}, chats[: max(4, len(chats) // 4)]
+    served = {}                   # (quant, clients) -> the llama-server row without the gateway
 
     def row(name, r, quant):
         rows[name] = {**r, "ppl": ppl[quant], "golden_agree": f"{agree[quant]}/{len(golden)}"}
         print(f"done: {name} {r['tok_per_s']:.1f} tok/s", flush=True)
+        return rows[name]
 
     row("transformers fp32, 1 request at a time", bench_transformers(model_dir, n1, args.max_tokens, 1, args.threads), "f32")
     if not args.skip_vllm:
@@ -142,8 +144,10 @@ def main():
         t0 = time.perf_counter()
         with LlamaCppServer(files[q]["path"], base_cfg, name="m", log_path=out / f"server-{q}.log") as server:
             start = time.perf_counter() - t0
-            row(f"llama.cpp {q.upper()} (start {start:.1f} s), 1 client", bench_vllm(server, n1, args.max_tokens, 1), q)
-            row(f"llama.cpp {q.upper()}, {args.clients} clients", bench_vllm(server, chats, args.max_tokens, args.clients), q)
+            served[q, 1] = row(f"llama.cpp {q.upper()} (start {start:.1f} s), 1 client",
+                               bench_vllm(server, n1, args.max_tokens, 1), q)
+            served[q, args.clients] = row(f"llama.cpp {q.upper()}, {args.clients} clients",
+                                          bench_vllm(server, chats, args.max_tokens, args.clients), q)
             if q == "f16":      # the default CPU path, as users reach it
                 gw_cfg, key = gateway_for(server.base_url, "m", "m/1", "m", out,
                                           load_config("configs/serving/gateway.yaml", kind=GatewayConfig), 8033)
@@ -159,7 +163,8 @@ def main():
     prompt_tokens = round(statistics.mean(
         len(tok(render_chat(tok, c, add_generation_prompt=True), add_special_tokens=False)["input_ids"]) for c in chats))
     engine = {q: gguf_engine_speed(files[q]["path"], prompt_tokens, args.max_tokens, (1, args.clients),
-                                   threads=base_cfg.llamacpp.threads or None) for q in QUANTS}
+                                   threads=base_cfg.llamacpp.threads or None, ctx=base_cfg.llamacpp.ctx_size)
+              for q in QUANTS}
     base = rows["transformers fp32, 1 request at a time"]["tok_per_s"]
     print(f"\nheld-out perplexity F32 {ppl['f32']:.3f}; golden prompts: {len(golden)}, greedy answers compared with "
           "the fp32 transformers model's")
@@ -176,12 +181,9 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for q in QUANTS:
         for e in engine[q]:
-            n = e["parallel"]
-            served = next(r for k, r in rows.items() if k.startswith(f"llama.cpp {q.upper()}")
-                          and "gateway" not in k and k.endswith(f", {n} client" + ("s" if n > 1 else "")))
-            print(f"| {q.upper()} | {n} | {e['output_tok_per_s']:.1f} | {e['decode_tok_per_s']:.1f} | "
-                  f"{served['tok_per_s']:.1f} | {served['tok_per_s'] / e['output_tok_per_s']:.0%} | "
-                  f"{e['output_tok_per_s'] / base:.2f}x |")
+            s = served[q, e["parallel"]]["tok_per_s"]
+            print(f"| {q.upper()} | {e['parallel']} | {e['output_tok_per_s']:.1f} | {e['decode_tok_per_s']:.1f} | "
+                  f"{s:.1f} | {s / e['output_tok_per_s']:.0%} | {e['output_tok_per_s'] / base:.2f}x |")
     gw1 = rows["llama.cpp F16 through the gateway (default CPU path), 1 client"]
     gw8 = rows[f"llama.cpp F16 through the gateway (default CPU path), {args.clients} clients"]
     e1, e8 = (engine["f16"][0]["output_tok_per_s"] / base, engine["f16"][1]["output_tok_per_s"] / base)

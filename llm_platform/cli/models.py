@@ -86,10 +86,7 @@ def llamacpp_speed(gguf: list[Path] = typer.Argument(..., help="GGUF files"),
     from llm_platform.optimize.gguf import gguf_engine_speed
     table = Table("file", "sequences", "output tok/s (prompts included)", "decode tok/s", "seconds")
     for g in gguf:
-        if not g.is_file():
-            raise FileNotFoundError(f"{g}: no such GGUF file")
-        for r in gguf_engine_speed(g, prompt_tokens, gen_tokens, parallel, threads,
-                                   ctx=max(parallel) * (prompt_tokens + gen_tokens)):
+        for r in gguf_engine_speed(g, prompt_tokens, gen_tokens, parallel, threads):
             table.add_row(g.name, str(r["parallel"]), f"{r['output_tok_per_s']:.1f}", f"{r['decode_tok_per_s']:.1f}",
                           f"{r['seconds']:.2f}")
     Console().print(table)

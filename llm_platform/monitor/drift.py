@@ -190,7 +190,8 @@ def check_sample(rec: dict) -> str | None:
 def scan_samples(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     "(line, sample, None) for each usable line of a traffic-sample file, (line, None, why) for each other."
     for ln, rec, why in iter_jsonl_lenient(path):
-        yield ln, (None if (why := why or check_sample(rec)) else rec), why
+        why = why or check_sample(rec)
+        yield ln, None if why else rec, why
 
 def _sample_fields(rec: dict) -> tuple:
     "(ts, model, version, prompt, response, hit) of a checked sample."

@@ -120,7 +120,9 @@ def heldout_text(path: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 def gguf_engine_speed(gguf: str | Path, prompt_tokens: int, gen_tokens: int, parallel: Iterable[int] = (1, 8),
-                      threads: int | None = None, ctx: int = 4096) -> list[dict]:
+                      threads: int | None = None,
+                      ctx: int | None = None,    # KV cells; default: just what the largest count's sequences need
+                      ) -> list[dict]:
     """What llama.cpp itself does with a GGUF file on this host, no server and no HTTP: `llama-batched-bench`
     with `parallel` sequences of `prompt_tokens` prompt tokens each (not shared), each generating `gen_tokens`.
     One row per count: output tokens/s over the whole time (prompts included, as a served request has them)
@@ -129,7 +131,10 @@ def gguf_engine_speed(gguf: str | Path, prompt_tokens: int, gen_tokens: int, par
     if prompt_tokens < 1 or gen_tokens < 1 or not parallel or min(parallel) < 1:
         raise ValueError(f"prompt_tokens, gen_tokens and each of parallel must be >= 1, got {prompt_tokens}, "
                          f"{gen_tokens}, {parallel}")
+    if not Path(gguf).is_file():
+        raise FileNotFoundError(f"{gguf}: no such GGUF file")
     threads = threads or len(os.sched_getaffinity(0))
+    ctx = ctx or max(parallel) * (prompt_tokens + gen_tokens)
     r = subprocess.run([str(find_tool("llama-batched-bench")), "-m", str(gguf), "-c", str(ctx), "-b", "2048",
                         "-ub", "512", "-npp", str(prompt_tokens), "-ntg", str(gen_tokens),
                         "-npl", ",".join(map(str, parallel)), "-t", str(threads), "-tb", str(threads), "-kvu",
