@@ -17,6 +17,16 @@ from llm_platform.serve.config import GatewayConfig
 from llm_platform.serve.manager import wait_swap
 
 
+def wait_workers_routed(url: str, in_a_row: int = 10, timeout_s: float = 30) -> None:
+    """The manager has routed the model, but each gateway worker applies routes.json on its own poll (0.25 s):
+    wait until /health is ok `in_a_row` times running (each call lands on either worker)."""
+    deadline, ok = time.monotonic() + timeout_s, 0
+    while ok < in_a_row:
+        assert time.monotonic() < deadline, f"{url}/health never ok {in_a_row} times in a row"
+        ok = ok + 1 if httpx.get(url + "/health", timeout=5).json()["status"] == "ok" else 0
+        time.sleep(0.05)
+
+
 def test_hot_swap_under_load_of_8_clients(tiny_run, redis_server, tmp_path):
     runs, uri = tiny_run["runs_dir"], f"sqlite:///{tiny_run['runs_dir']}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
@@ -41,6 +51,7 @@ def test_hot_swap_under_load_of_8_clients(tiny_run, redis_server, tmp_path):
     with GatewayProcess(GatewayConfig.model_validate(cfg), log_path=tmp_path / "gateway.log") as gw:
         first = wait_swap(state, name, f"{name}@champion", 600)
         assert first["version"] == f"{name}/{v1.version}"
+        wait_workers_routed(gw.url)      # the load measures the swap, not the workers' start-up
         results, stop = [], threading.Event()
 
         def client_loop():
